@@ -1,0 +1,5 @@
+import sys
+
+from tritonfleet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,94 @@
+"""Control-plane message bodies shared by the manager, health checker, scheduler and gateway.
+
+These are the wire formats fixed in DESIGN.md; pydantic validates them at every boundary.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelRef(BaseModel):
+    """A model version that Triton reports READY."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+
+
+class NodeState(StrEnum):
+    """What the manager says of its own node."""
+
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+
+
+class Heartbeat(BaseModel):
+    """Body of `POST /v1/nodes/register` and `POST /v1/nodes/{node_id}/heartbeat`."""
+
+    node_id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")
+    manager_url: str
+    triton_http_url: str
+    triton_grpc_url: str = ""
+    triton_metrics_url: str = ""
+    models: list[ModelRef] = []
+    # Requests the manager is forwarding now (forwarding mode only).
+    in_flight: int = Field(default=0, ge=0)
+    # Triton's `nv_inference_pending_request_count`, summed over models.
+    pending: int = Field(default=0, ge=0)
+    capacity: int = Field(default=1, ge=1)
+    state: NodeState = NodeState.STARTING
+
+
+class RegisterResponse(BaseModel):
+    node_id: str
+    heartbeat_interval_s: float
+    ttl_s: float
+
+
+class NodeHealth(StrEnum):
+    """What the health checker concludes from heartbeats and probes."""
+
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+
+class NodeView(Heartbeat):
+    """A registered node as the health checker serves it."""
+
+    health: NodeHealth
+    last_heartbeat_age_s: float
+    probe_failures: int = 0
+
+    @property
+    def schedulable(self) -> bool:
+        return self.health is NodeHealth.HEALTHY and self.state is NodeState.READY
+
+    def serves(self, model: str, version: str | None) -> bool:
+        return any(m.name == model and (version is None or m.version == version) for m in self.models)
+
+
+class NodeList(BaseModel):
+    """Body of `GET /v1/nodes` and of `GET /v1/nodes/watch`.
+
+    `version` grows by one on every change to the registry, so a watcher asks for
+    `since=<version it has>` and is answered as soon as there is something newer.
+    """
+
+    version: int
+    nodes: list[NodeView]
+
+
+class ScheduleResponse(BaseModel):
+    node_id: str
+    url: str
+
+
+class ErrorBody(BaseModel):
+    """Triton's error shape, used by every service."""
+
+    error: str

@@ -1,0 +1,62 @@
+from pathlib import Path
+
+import pytest
+
+from tritonfleet.cli import build_parser, parse_config
+from tritonfleet.config import ConfigError, Policy, load_config
+
+
+def test_precedence_is_defaults_file_env_flags(tmp_path: Path) -> None:
+    toml = tmp_path / "fleet.toml"
+    toml.write_text('[gateway]\nport = 9000\nmax_attempts = 5\n[scheduler]\npolicy = "p2c"\n')
+    env = {"TRITONFLEET_GATEWAY_PORT": "9100", "TRITONFLEET_HEALTH_TTL_S": "7.5"}
+    config = load_config(toml, env=env, overrides={"gateway": {"max_attempts": "9"}})
+    assert config.gateway.port == 9100
+    assert config.gateway.max_attempts == 9
+    assert config.scheduler.policy is Policy.P2C
+    assert config.health.ttl_s == 7.5
+
+
+def test_list_keys_accept_commas_or_json() -> None:
+    env = {"TRITONFLEET_CLUSTER_HEALTH_URLS": "http://a:1, http://b:2"}
+    assert load_config(None, env=env).cluster.health_urls == ["http://a:1", "http://b:2"]
+    env = {"TRITONFLEET_CLUSTER_HEALTH_URLS": '["http://c:3"]'}
+    assert load_config(None, env=env).cluster.health_urls == ["http://c:3"]
+
+
+def test_unknown_key_is_an_error_naming_it(tmp_path: Path) -> None:
+    toml = tmp_path / "fleet.toml"
+    toml.write_text("[gateway]\nprot = 1\n")
+    with pytest.raises(ConfigError, match=r"gateway\.prot"):
+        load_config(toml, env={})
+
+
+def test_missing_token_says_how_to_set_it() -> None:
+    with pytest.raises(ConfigError, match="TRITONFLEET_CLUSTER_TOKEN"):
+        load_config(None, env={}).cluster.read_token()
+
+
+def test_secret_is_not_shown_when_printed() -> None:
+    config = load_config(None, env={"TRITONFLEET_CLUSTER_TOKEN": "s3cret"})
+    assert "s3cret" not in repr(config)
+    assert config.cluster.read_token() == "s3cret"
+
+
+def test_flags_override_own_section_and_prefixed_others() -> None:
+    args = build_parser().parse_args(
+        [
+            "gateway",
+            "--port",
+            "9200",
+            "--scheduler-policy",
+            "least_outstanding",
+            "--health-urls",
+            "http://h:1",
+        ]
+    )
+    config = parse_config(args)
+    assert config.gateway.port == 9200
+    assert config.scheduler.policy is Policy.LEAST_OUTSTANDING
+    assert config.cluster.health_urls == ["http://h:1"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["node", "--token", "x"])
