@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from tritonfleet.cli import build_parser, parse_config
-from tritonfleet.config import ConfigError, Policy, load_config
+from tritonfleet.config import ConfigError, Policy, load_config, to_env
 
 
 def test_precedence_is_defaults_file_env_flags(tmp_path: Path) -> None:
@@ -60,3 +60,17 @@ def test_flags_override_own_section_and_prefixed_others() -> None:
     assert config.cluster.health_urls == ["http://h:1"]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["node", "--token", "x"])
+
+
+def test_to_env_round_trips_everything_but_secrets(tmp_path: Path) -> None:
+    config = load_config(
+        None,
+        env={"TRITONFLEET_CLUSTER_TOKEN": "s3cret"},
+        overrides={"gateway": {"port": 1234}, "cluster": {"health_urls": ["http://x:1", "http://y:2"]}},
+    )
+    env = to_env(config)
+    assert "s3cret" not in "".join(env.values())
+    again = load_config(None, env=env)
+    assert again.gateway.port == 1234
+    assert again.cluster.health_urls == ["http://x:1", "http://y:2"]
+    assert again.model_dump(exclude={"cluster"}) == config.model_dump(exclude={"cluster"})

@@ -204,3 +204,16 @@ def _describe(exc: ValidationError) -> str:
         key = ".".join(str(part) for part in err["loc"])
         lines.append(f"{key}: {err['msg']}")
     return "invalid configuration: " + "; ".join(lines)
+
+
+def to_env(config: FleetConfig) -> dict[str, str]:
+    """The environment that makes a child process load exactly this config (secrets excluded)."""
+    env = {}
+    for section in FleetConfig.model_fields:
+        values = getattr(config, section).model_dump(mode="json", exclude_none=True)
+        for key, value in values.items():
+            if isinstance(getattr(getattr(config, section), key), SecretStr):
+                continue
+            text = json.dumps(value) if isinstance(value, list) else str(value)
+            env[f"{ENV_PREFIX}{section.upper()}_{key.upper()}"] = text
+    return env

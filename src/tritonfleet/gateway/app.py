@@ -1,0 +1,187 @@
+"""The gateway's HTTP routes: Triton's KServe v2 protocol, answered for the whole cluster."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from tritonfleet.config import GatewayConfig
+from tritonfleet.gateway import cluster
+from tritonfleet.gateway.errors import BadRequest, BodyTooLarge, GatewayError, error_response
+from tritonfleet.gateway.forwarding import Forwarder
+from tritonfleet.gateway.metrics import GatewayMetrics
+from tritonfleet.metrics import render
+from tritonfleet.protocol import NodeView
+from tritonfleet.proxy import end_to_end
+from tritonfleet.scheduler.core import SchedulerError, UnknownModel
+from tritonfleet.scheduler.watch import NodeWatcher
+
+log = logging.getLogger(__name__)
+
+NODE_HEADER = "X-Tritonfleet-Node"
+# Bounds the cluster-wide fan-outs (index, statistics), which are not on the inference path.
+FAN_OUT_TIMEOUT_S = 5.0
+
+
+class Gateway:
+    """Handlers for every route; the state they share lives here, built once at start-up."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        forwarder: Forwarder,
+        watcher: NodeWatcher,
+        session: aiohttp.ClientSession,
+        registry: CollectorRegistry,
+        metrics: GatewayMetrics,
+    ) -> None:
+        self.config = config
+        self.forwarder = forwarder
+        self.watcher = watcher
+        self.session = session
+        self.registry = registry
+        self.metrics = metrics
+
+    def routes(self) -> list[web.AbstractRouteDef]:
+        model_routes = []
+        for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+            model_routes += [
+                web.post(prefix + "/infer", self.infer),
+                web.get(prefix, self.model_scoped),
+                web.get(prefix + "/ready", self.model_ready),
+                web.get(prefix + "/config", self.model_scoped),
+                web.get(prefix + "/stats", self.model_stats),
+            ]
+        return [
+            web.get("/v2/health/live", self.live),
+            web.get("/v2/health/ready", self.ready),
+            web.get("/v2", self.server_metadata),
+            web.get("/v2/models/stats", self.model_stats),
+            web.post("/v2/repository/index", self.repository_index),
+            *model_routes,
+            web.get("/v1/nodes", self.nodes),
+            web.get("/metrics", self.prometheus),
+            web.get("/healthz", self.live),
+        ]
+
+    async def infer(self, request: web.Request) -> web.StreamResponse:
+        return await self._routed(request, "infer")
+
+    async def model_scoped(self, request: web.Request) -> web.StreamResponse:
+        return await self._routed(request, "model")
+
+    async def model_ready(self, request: web.Request) -> web.StreamResponse:
+        response = await self._routed(request, "ready")
+        if response.status in (404, 503):
+            # Triton answers a readiness question about a model it can't serve with 400.
+            return error_response(400, "Model version not ready", response.headers.get("X-Request-ID"))
+        return response
+
+    async def _routed(self, request: web.Request, route: str) -> web.StreamResponse:
+        started = time.monotonic()
+        request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        model = request.match_info["model"]
+        version = request.match_info.get("version")
+        self.metrics.in_flight.inc()
+        try:
+            response = await self._serve(request, request_id, model, version, started)
+        except (GatewayError, SchedulerError) as exc:
+            response = error_response(exc.status, str(exc), request_id, self.config.retry_after_s)
+        finally:
+            self.metrics.in_flight.dec()
+        duration_s = time.monotonic() - started
+        self.metrics.observe(route, response.status, duration_s)
+        log.info(
+            "request",
+            extra={
+                "request_id": request_id,
+                "route": route,
+                "model": model,
+                "version": version,
+                "status": response.status,
+                "node": response.headers.get(NODE_HEADER),
+                "duration_ms": round(duration_s * 1000, 3),
+            },
+        )
+        return response
+
+    async def _serve(
+        self, request: web.Request, request_id: str, model: str, version: str | None, started: float
+    ) -> web.Response:
+        if version is not None and not version.isdigit():
+            raise BadRequest(f"invalid version '{version}' for model '{model}': expected a number")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise BodyTooLarge(f"request body exceeds {self.config.max_body_bytes} bytes") from exc
+        headers = end_to_end(request.headers)
+        headers["X-Request-ID"] = request_id
+        served = await self.forwarder.forward(
+            model,
+            version,
+            request.method,
+            request.raw_path,
+            body,
+            headers,
+            started + self.config.request_timeout_s,
+        )
+        out = served.reply.headers
+        out["X-Request-ID"] = request_id
+        out[NODE_HEADER] = served.node_id
+        return web.Response(status=served.reply.status, body=served.reply.body, headers=out)
+
+    async def live(self, request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def ready(self, request: web.Request) -> web.Response:
+        ready = any(node.schedulable and node.models for node in self.watcher.nodes)
+        return web.Response(status=200 if ready else 400)
+
+    async def server_metadata(self, request: web.Request) -> web.Response:
+        """A node's own metadata: the cluster speaks the protocol version its nodes speak."""
+        answers = await cluster.fan_out(
+            self.session, self._schedulable()[:1], "GET", "/v2", b"", FAN_OUT_TIMEOUT_S
+        )
+        if not answers:
+            return error_response(503, "no node is serving now", retry_after_s=self.config.retry_after_s)
+        return web.json_response(answers[0])
+
+    async def repository_index(self, request: web.Request) -> web.Response:
+        try:
+            wanted = json.loads(await request.read() or b"{}")
+        except json.JSONDecodeError as exc:
+            return error_response(400, f"failed to parse the request JSON buffer: {exc}")
+        index = cluster.merge_index(
+            await cluster.fan_out(
+                self.session, self._schedulable(), "POST", "/v2/repository/index", b"{}", FAN_OUT_TIMEOUT_S
+            )
+        )
+        if isinstance(wanted, dict) and wanted.get("ready"):
+            index = [entry for entry in index if entry.get("state") == "READY"]
+        return web.json_response(index)
+
+    async def model_stats(self, request: web.Request) -> web.Response:
+        model = request.match_info.get("model")
+        version = request.match_info.get("version")
+        nodes = [node for node in self._schedulable() if model is None or node.serves(model, version)]
+        if model is not None and not nodes:
+            return error_response(404, str(UnknownModel(model, version)))
+        answers = await cluster.fan_out(self.session, nodes, "GET", request.raw_path, b"", FAN_OUT_TIMEOUT_S)
+        return web.json_response(cluster.merge_stats(answers))
+
+    async def nodes(self, request: web.Request) -> web.Response:
+        """The node view this gateway routes with, as its health checkers last told it."""
+        return web.json_response({"nodes": [node.model_dump(mode="json") for node in self.watcher.nodes]})
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        body, content_type = render(self.registry)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    def _schedulable(self) -> list[NodeView]:
+        return [node for node in self.watcher.nodes if node.schedulable]

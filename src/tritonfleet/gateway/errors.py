@@ -1,0 +1,44 @@
+"""Errors the gateway answers itself, in Triton's `{"error": ...}` shape."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+
+class GatewayError(Exception):
+    """An answer the gateway gives without a node's.
+
+    GatewayError (500)
+    ├── BadRequest (400)        malformed URL or body
+    ├── BodyTooLarge (413)      body over gateway.max_body_bytes
+    ├── Unavailable (503)       no node could serve the request now; comes with Retry-After
+    └── DeadlineExceeded (504)  the request's deadline ran out
+    Scheduler errors (UnknownModel 404, NoNodeAvailable 503) are answered the same way.
+    """
+
+    status = 500
+
+
+class BadRequest(GatewayError):
+    status = 400
+
+
+class BodyTooLarge(GatewayError):
+    status = 413
+
+
+class Unavailable(GatewayError):
+    status = 503
+
+
+class DeadlineExceeded(GatewayError):
+    status = 504
+
+
+def error_response(
+    status: int, message: str, request_id: str | None = None, retry_after_s: int = 1
+) -> web.Response:
+    headers = {"X-Request-ID": request_id} if request_id else {}
+    if status == 503:
+        headers["Retry-After"] = str(retry_after_s)
+    return web.json_response({"error": message}, status=status, headers=headers)

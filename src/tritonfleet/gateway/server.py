@@ -1,0 +1,73 @@
+"""`tritonfleet gateway`: builds the gateway from config and serves it with aiohttp on uvloop."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import uvloop
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from tritonfleet.config import FleetConfig, SchedulerMode
+from tritonfleet.gateway.app import Gateway
+from tritonfleet.gateway.ejection import Ejector
+from tritonfleet.gateway.forwarding import Forwarder
+from tritonfleet.gateway.metrics import GatewayMetrics
+from tritonfleet.proxy import aclose_session, new_session
+from tritonfleet.scheduler.client import EmbeddedScheduler, RemoteScheduler, SchedulerClient
+from tritonfleet.scheduler.watch import NodeWatcher
+
+log = logging.getLogger(__name__)
+
+# Control-plane calls (watch, remote scheduler) are few; the data path has its own aiohttp session.
+CONTROL_TIMEOUT_S = 5.0
+
+
+async def create_app(config: FleetConfig) -> web.Application:
+    """The gateway application, with everything it owns started; app cleanup stops it all."""
+    gw = config.gateway
+    control = httpx.AsyncClient(timeout=httpx.Timeout(CONTROL_TIMEOUT_S, read=None))
+    session = new_session(gw.connect_timeout_s)
+    scheduler: SchedulerClient
+    if gw.scheduler is SchedulerMode.EMBEDDED:
+        embedded = EmbeddedScheduler(
+            config.cluster.health_urls, config.scheduler.policy, gw.node_route, control
+        )
+        scheduler, watcher = embedded, embedded.watcher
+    else:
+        scheduler = RemoteScheduler(gw.scheduler_url, gw.node_route, control)
+        watcher = NodeWatcher(config.cluster.health_urls, control)
+        await watcher.start()
+    await scheduler.start()
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry)
+    ejector = Ejector(gw.eject_after_failures, gw.eject_base_s, gw.eject_max_s)
+    forwarder = Forwarder(scheduler, session, ejector, metrics, gw.max_attempts)
+    app = web.Application(client_max_size=gw.max_body_bytes)
+    app.router.add_routes(Gateway(gw, forwarder, watcher, session, registry, metrics).routes())
+
+    async def close(app: web.Application) -> None:
+        await scheduler.aclose()
+        if gw.scheduler is SchedulerMode.REMOTE:
+            await watcher.aclose()
+        await aclose_session(session)
+        await control.aclose()
+
+    app.on_cleanup.append(close)
+    log.info("gateway ready", extra={"url": f"http://{gw.host}:{gw.port}", "scheduler": gw.scheduler})
+    return app
+
+
+def serve(config: FleetConfig) -> int:
+    web.run_app(
+        create_app(config),
+        host=config.gateway.host,
+        port=config.gateway.port,
+        loop=uvloop.new_event_loop(),
+        access_log=None,
+        print=None,
+        # Stop accepting, let requests in flight finish for this long, then cancel them.
+        shutdown_timeout=10.0,
+    )
+    return 0

@@ -1,0 +1,204 @@
+"""`tritonfleet up`: a whole cluster on one machine, and the same cluster for end-to-end tests.
+
+One health checker, one scheduler, one gateway and N nodes, each its own process running the
+very commands a multi-machine deployment runs. State (token, logs) lives under `.tritonfleet/`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+from tritonfleet.config import FleetConfig, NodeConfig, to_env
+from tritonfleet.processes import ServiceProcess, wait_http_ok
+from tritonfleet.protocol import NodeView
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = Path(".tritonfleet")
+DEFAULT_NODES = 2
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    node_id: str
+    # Keys of [node] to set for this node only (its own model repository, say).
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def ensure_token(state_dir: Path) -> Path:
+    """The development cluster token, generated once and readable by its owner only."""
+    path = state_dir / "cluster_token"
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32))
+    return path
+
+
+class LocalCluster:
+    """Starts the services in dependency order, waits until each is ready, stops them in reverse."""
+
+    def __init__(self, config: FleetConfig, state_dir: Path, nodes: Sequence[NodeSpec]) -> None:
+        self.config = config
+        self.state_dir = state_dir
+        self.node_specs = list(nodes)
+        self.env = {**os.environ, **to_env(config)}
+        if config.cluster.token is None and config.cluster.token_file is None:
+            self.env["TRITONFLEET_CLUSTER_TOKEN_FILE"] = str(ensure_token(state_dir).resolve())
+        self.health = self._service("health-checker")
+        self.scheduler = self._service("scheduler")
+        self.gateway = self._service("gateway")
+        self.nodes = {spec.node_id: self._node(spec) for spec in self.node_specs}
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.config.gateway.host}:{self.config.gateway.port}"
+
+    @property
+    def health_url(self) -> str:
+        return self.config.cluster.health_urls[0]
+
+    def processes(self) -> list[ServiceProcess]:
+        return [self.health, self.scheduler, *self.nodes.values(), self.gateway]
+
+    def start(self, timeout_s: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        self.health.start()
+        wait_http_ok(f"{self.health_url}/healthz", timeout_s, self.health)
+        for proc in (self.scheduler, *self.nodes.values(), self.gateway):
+            proc.start()
+        scheduler_url = f"http://{self.config.scheduler.host}:{self.config.scheduler.port}"
+        wait_http_ok(f"{scheduler_url}/healthz", timeout_s, self.scheduler)
+        wait_http_ok(f"{self.gateway_url}/healthz", timeout_s, self.gateway)
+        for node_id in self.nodes:
+            self.wait_node(node_id, deadline - time.monotonic())
+        self.wait_gateway_sees(set(self.nodes), deadline - time.monotonic())
+
+    def wait_node(self, node_id: str, timeout_s: float) -> None:
+        """Until the health checker lists the node healthy and ready."""
+        self._wait(
+            lambda: node_id in self._schedulable(f"{self.health_url}/v1/nodes"),
+            timeout_s,
+            f"node {node_id} did not become ready",
+            self.nodes[node_id],
+        )
+
+    def wait_gateway_sees(self, node_ids: set[str], timeout_s: float) -> None:
+        """Until the gateway routes to exactly these nodes."""
+        self._wait(
+            lambda: self._schedulable(f"{self.gateway_url}/v1/nodes") == node_ids,
+            timeout_s,
+            f"the gateway did not see nodes {sorted(node_ids)}",
+            self.gateway,
+        )
+
+    def stop(self) -> None:
+        """Reverse order: the entry point first, so no new request reaches a stopping node."""
+        for proc in reversed(self.processes()):
+            proc.stop(timeout_s=self.config.node.drain_timeout_s + 10)
+
+    def died(self) -> list[ServiceProcess]:
+        return [proc for proc in self.processes() if proc.proc is not None and not proc.alive()]
+
+    def _service(self, command: str) -> ServiceProcess:
+        argv = [sys.executable, "-m", "tritonfleet", command]
+        return ServiceProcess(command, argv, self.env, self.state_dir / "logs" / f"{command}.log")
+
+    def _node(self, spec: NodeSpec) -> ServiceProcess:
+        overrides = {"node_id": spec.node_id, "log_dir": str(self.state_dir / "logs"), **spec.overrides}
+        env = dict(self.env)
+        for key, value in overrides.items():
+            assert key in NodeConfig.model_fields, key
+            env[f"TRITONFLEET_NODE_{key.upper()}"] = str(value)
+        argv = [sys.executable, "-m", "tritonfleet", "node"]
+        return ServiceProcess(spec.node_id, argv, env, self.state_dir / "logs" / f"{spec.node_id}.log")
+
+    @staticmethod
+    def _schedulable(url: str) -> set[str]:
+        try:
+            answer = httpx.get(url, timeout=2.0).json()
+            nodes = [NodeView.model_validate(node) for node in answer["nodes"]]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return set()
+        return {node.node_id for node in nodes if node.schedulable}
+
+    @staticmethod
+    def _wait(done: Any, timeout_s: float, what: str, proc: ServiceProcess) -> None:
+        deadline = time.monotonic() + max(timeout_s, 0)
+        while not done():
+            if not proc.alive():
+                raise RuntimeError(f"{proc.name} exited; its log ends:\n{proc.tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} within the time allowed; log of {proc.name}:\n{proc.tail()}")
+            time.sleep(0.1)
+
+
+def banner(cluster: LocalCluster) -> str:
+    url = cluster.gateway_url
+    host_port = url.removeprefix("http://")
+    tensors = [("INPUT0", list(range(16))), ("INPUT1", [1] * 16)]
+    inputs = [{"name": name, "shape": [1, 16], "datatype": "INT32", "data": data} for name, data in tensors]
+    body = json.dumps({"inputs": inputs}, separators=(",", ":"))
+    return f"""
+TritonFleet is up: {len(cluster.nodes)} Triton nodes behind the gateway.
+
+  gateway (KServe v2 HTTP)  {url}
+  health checker            {cluster.health_url}
+  logs                      {cluster.state_dir / "logs"}/
+
+Try it:
+  curl -s {url}/v2/models/simple/infer -H 'Content-Type: application/json' -d '{body}'
+
+  python - <<'PY'
+  import numpy as np, tritonclient.http as httpclient
+  client = httpclient.InferenceServerClient("{host_port}")
+  a = np.arange(16, dtype=np.int32).reshape(1, 16); b = np.ones((1, 16), dtype=np.int32)
+  inputs = [httpclient.InferInput(name, [1, 16], "INT32") for name in ("INPUT0", "INPUT1")]
+  inputs[0].set_data_from_numpy(a); inputs[1].set_data_from_numpy(b)
+  print(client.infer("simple", inputs).as_numpy("OUTPUT0"))
+  PY
+
+  tritonfleet status      (the nodes, from {cluster.health_url})
+Ctrl-C stops everything.
+"""
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def serve(config: FleetConfig) -> int:
+    cluster = LocalCluster(config, STATE_DIR, [NodeSpec(f"node-{i}") for i in range(1, DEFAULT_NODES + 1)])
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    print(f"Starting a local cluster; logs in {STATE_DIR / 'logs'}/ ...", flush=True)
+    try:
+        cluster.start()
+        print(banner(cluster), flush=True)
+        while not (dead := cluster.died()):
+            time.sleep(0.5)
+        print(f"{dead[0].name} exited; its log ends:\n{dead[0].tail()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"tritonfleet up: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print("Stopping ...", flush=True)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        cluster.stop()
+        print("Stopped.", flush=True)
