@@ -1,4 +1,4 @@
-"""Every process a test starts carries a marker in its environment; none may outlive the test."""
+"""Every process a test starts carries a marker in its environment; none may outlive its module."""
 
 from __future__ import annotations
 
@@ -31,10 +31,12 @@ def marked_processes() -> list[str]:
     return found
 
 
-@pytest.fixture(autouse=True)
+# Module scope, so that a module may share one cluster between its tests; this fixture is set up
+# before the module's own and so torn down after them.
+@pytest.fixture(autouse=True, scope="module")
 def no_leaked_processes() -> Iterator[None]:
     yield
     deadline = time.monotonic() + 10
     while (left := marked_processes()) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not left, f"processes outlived the test: {left}"
+    assert not left, f"processes outlived the tests of this module: {left}"

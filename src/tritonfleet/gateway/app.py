@@ -19,12 +19,15 @@ from tritonfleet.gateway.metrics import GatewayMetrics
 from tritonfleet.metrics import render
 from tritonfleet.protocol import NodeView
 from tritonfleet.proxy import end_to_end
-from tritonfleet.scheduler.core import SchedulerError, UnknownModel
+from tritonfleet.scheduler.errors import SchedulerError, UnknownModel
 from tritonfleet.scheduler.watch import NodeWatcher
 
 log = logging.getLogger(__name__)
 
 NODE_HEADER = "X-Tritonfleet-Node"
+# Triton 2.51 answers 500 to a body it cannot parse; the client's mistake deserves a 400.
+_UNPARSEABLE_BODY = b'{"error":"failed to parse the request JSON buffer'
+
 # Bounds the cluster-wide fan-outs (index, statistics), which are not on the inference path.
 FAN_OUT_TIMEOUT_S = 5.0
 
@@ -134,7 +137,10 @@ class Gateway:
         out = served.reply.headers
         out["X-Request-ID"] = request_id
         out[NODE_HEADER] = served.node_id
-        return web.Response(status=served.reply.status, body=served.reply.body, headers=out)
+        status = served.reply.status
+        if status == 500 and served.reply.body.startswith(_UNPARSEABLE_BODY):
+            status = 400
+        return web.Response(status=status, body=served.reply.body, headers=out)
 
     async def live(self, request: web.Request) -> web.Response:
         return web.Response(status=200)
@@ -171,7 +177,7 @@ class Gateway:
         version = request.match_info.get("version")
         nodes = [node for node in self._schedulable() if model is None or node.serves(model, version)]
         if model is not None and not nodes:
-            return error_response(404, str(UnknownModel(model, version)))
+            return error_response(404, UnknownModel.of(model, version).message)
         answers = await cluster.fan_out(self.session, nodes, "GET", request.raw_path, b"", FAN_OUT_TIMEOUT_S)
         return web.json_response(cluster.merge_stats(answers))
 

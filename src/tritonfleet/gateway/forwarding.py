@@ -14,7 +14,7 @@ from tritonfleet.gateway.errors import DeadlineExceeded, Unavailable
 from tritonfleet.gateway.metrics import GatewayMetrics
 from tritonfleet.proxy import Reply, UpstreamTimeout, UpstreamUnavailable, exchange
 from tritonfleet.scheduler.client import Pick, SchedulerClient
-from tritonfleet.scheduler.core import NoNodeAvailable
+from tritonfleet.scheduler.errors import NoNodeAvailable
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,12 @@ async def create_app(config: FleetConfig) -> web.Application:
         scheduler, watcher = embedded, embedded.watcher
     else:
         scheduler = RemoteScheduler(gw.scheduler_url, gw.node_route, control)
-        watcher = NodeWatcher(config.cluster.health_urls, control)
+        watcher = NodeWatcher(
+            config.cluster.health_urls,
+            control,
+            watch_timeout_s=config.health.watch_timeout_s,
+            stale_after_s=config.health.ttl_s,
+        )
         await watcher.start()
     await scheduler.start()
     registry = CollectorRegistry()

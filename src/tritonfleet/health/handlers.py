@@ -1,0 +1,68 @@
+"""Every error leaves as `{"error": "..."}` (Triton's shape), never FastAPI's 422 details."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from tritonfleet.health.auth import enforce_token
+from tritonfleet.health.errors import HealthError, Unauthorized
+from tritonfleet.protocol import ErrorBody
+
+
+class ErrorShapedApp(FastAPI):
+    """A FastAPI app whose OpenAPI schema leaves out the 422 answers it never gives."""
+
+    def openapi(self) -> dict[str, Any]:
+        fresh = self.openapi_schema is None
+        schema = super().openapi()
+        if fresh:  # super() caches the schema, so it is trimmed once
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return schema
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(HealthError, _on_health_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _on_invalid)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _on_http_error)  # type: ignore[arg-type]
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(ErrorBody(error=message).model_dump(), status_code=status, headers=headers)
+
+
+async def _on_health_error(_request: Request, exc: HealthError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    return _error(exc.status_code, str(exc), headers)
+
+
+async def _on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    # FastAPI rejects undecodable JSON before any dependency runs; an unauthenticated caller
+    # must still learn only "401", not how its body was wrong. Every non-GET route is a write.
+    if request.method != "GET":
+        try:
+            await enforce_token(request)
+        except Unauthorized as denied:
+            return await _on_health_error(request, denied)
+    return _error(400, "invalid request: " + _describe(exc))
+
+
+async def _on_http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    return _error(exc.status_code, str(exc.detail), exc.headers)
+
+
+def _describe(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)

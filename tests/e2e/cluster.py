@@ -1,0 +1,54 @@
+"""Builds small real clusters for end-to-end tests: the `up` launcher on free loopback ports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from tritonfleet.config import FleetConfig, load_config
+from tritonfleet.net import free_port
+from tritonfleet.up import LocalCluster, NodeSpec
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+MODEL_DIRS = {
+    "simple": MODELS / "simple",
+    "digits": MODELS / "digits",
+    "latency": MODELS / "_bench" / "latency",
+}
+
+
+def repository(root: Path, models: Iterable[str]) -> Path:
+    """A model repository holding links to some of the project's models."""
+    root.mkdir(parents=True)
+    for name in models:
+        (root / name).symlink_to(MODEL_DIRS[name], target_is_directory=True)
+    return root
+
+
+def fleet_config(tmp_path: Path, **sections: dict[str, Any]) -> FleetConfig:
+    """Defaults, free ports for every service, then the given section overrides."""
+    health_port = free_port()
+    overrides: dict[str, dict[str, Any]] = {
+        "cluster": {"health_urls": [f"http://127.0.0.1:{health_port}"]},
+        "health": {"port": health_port},
+        "scheduler": {"port": free_port()},
+        "gateway": {"port": free_port()},
+        "node": {"drain_timeout_s": 10.0},
+    }
+    for section, values in sections.items():
+        overrides.setdefault(section, {}).update(values)
+    empty = tmp_path / "fleet.toml"
+    empty.touch()
+    return load_config(empty, env={}, overrides=overrides)
+
+
+def cluster(
+    tmp_path: Path, node_models: dict[str, Iterable[str]], **sections: dict[str, Any]
+) -> LocalCluster:
+    """A cluster whose nodes each serve their own set of models."""
+    specs = [
+        NodeSpec(node_id, {"model_repository": str(repository(tmp_path / "repos" / node_id, models))})
+        for node_id, models in node_models.items()
+    ]
+    return LocalCluster(fleet_config(tmp_path, **sections), tmp_path / "state", specs)

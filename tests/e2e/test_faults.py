@@ -1,0 +1,110 @@
+"""Nodes die and drain under load; clients never see a failure that could have been retried."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.e2e.cluster import cluster
+from tritonfleet.up import LocalCluster
+
+SIMPLE = {
+    "inputs": [
+        {"name": name, "shape": [1, 16], "datatype": "INT32", "data": [2] * 16}
+        for name in ("INPUT0", "INPUT1")
+    ]
+}
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    local = cluster(
+        tmp_path_factory.mktemp("faults"),
+        {"node-1": ["simple", "latency"], "node-2": ["simple", "latency"]},
+    )
+    try:
+        local.start()
+        yield local
+    finally:
+        local.stop()
+
+
+class Load:
+    """Clients sending requests back to back until stopped, recording every answer."""
+
+    def __init__(self, url: str, clients: int = 4) -> None:
+        self.url = url
+        self.stopping = threading.Event()
+        self.answers: list[tuple[int, str]] = []
+        self.threads = [threading.Thread(target=self._run) for _ in range(clients)]
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self.stopping.is_set():
+                try:
+                    answer = client.post(f"{self.url}/v2/models/simple/infer", json=SIMPLE)
+                    self.answers.append((answer.status_code, answer.headers.get("X-Tritonfleet-Node", "")))
+                except httpx.HTTPError as exc:
+                    self.answers.append((0, repr(exc)))
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join()
+
+    def since(self, mark: int) -> list[tuple[int, str]]:
+        return self.answers[mark:]
+
+
+def test_a_killed_node_causes_no_failed_request_and_is_readmitted_after_restart(fleet: LocalCluster) -> None:
+    victim = fleet.nodes["node-2"]
+    with Load(fleet.gateway_url) as load:
+        time.sleep(1.0)
+        victim.signal(signal.SIGKILL)  # the manager; its Triton dies with it
+        victim.proc.wait()  # type: ignore[union-attr]
+        killed_at = len(load.answers)
+        time.sleep(2.0)
+        after_kill = load.since(killed_at)
+        victim.start()
+        fleet.wait_node("node-2", 120)
+        fleet.wait_gateway_sees({"node-1", "node-2"}, 10)
+        readmitted_at = len(load.answers)
+        time.sleep(1.0)
+    failures = [answer for answer in load.answers if answer[0] != 200]
+    assert failures == [], "every request was served, by another node if need be"
+    # The dead node leaves the rotation at once (passive ejection), long before the TTL runs out.
+    assert [node for _, node in after_kill[20:]].count("node-2") == 0
+    assert "node-2" in {node for _, node in load.since(readmitted_at)}, "node-2 serves again"
+
+
+def test_sigterm_drains_a_node_without_losing_in_flight_requests(fleet: LocalCluster) -> None:
+    body = {
+        "parameters": {"service_time_ms": 1500},
+        "inputs": [{"name": "INPUT0", "shape": [1, 1], "datatype": "FP32", "data": [7.0]}],
+    }
+    victim = fleet.nodes["node-2"]
+    with ThreadPoolExecutor(8) as pool:
+        futures = [
+            pool.submit(httpx.post, f"{fleet.gateway_url}/v2/models/latency/infer", json=body, timeout=30)
+            for _ in range(8)
+        ]
+        time.sleep(0.5)
+        victim.signal(signal.SIGTERM)
+        answers = [future.result() for future in futures]
+    assert [answer.status_code for answer in answers] == [200] * 8
+    assert "node-2" in {answer.headers["X-Tritonfleet-Node"] for answer in answers}
+    assert victim.proc is not None and victim.proc.wait(30) == 0, "the manager exits cleanly after draining"
+    fleet.wait_gateway_sees({"node-1"}, 10)
+    victim.start()
+    fleet.wait_node("node-2", 120)

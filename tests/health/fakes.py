@@ -1,0 +1,81 @@
+"""Small stand-ins shared by the health checker's tests: a clock, heartbeats, a prober, an app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from tritonfleet.config import FleetConfig
+from tritonfleet.health.prober import Prober
+from tritonfleet.health.records import ProbeTarget
+from tritonfleet.health.service import create_app
+from tritonfleet.protocol import Heartbeat
+
+TOKEN = "cluster-s3cret"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class FakeClock:
+    def __init__(self, now_s: float = 1000.0) -> None:
+        self.now_s = now_s
+
+    def __call__(self) -> float:
+        return self.now_s
+
+    def advance(self, seconds: float) -> None:
+        self.now_s += seconds
+
+
+class FakeProber(Prober):
+    """Answers every probe with `self.healthy` instead of asking the network."""
+
+    def __init__(self, healthy: bool = True) -> None:
+        super().__init__(timeout_s=1.0)
+        self.healthy = healthy
+        self.probed: list[str] = []
+
+    async def probe(self, target: ProbeTarget) -> bool:
+        self.probed.append(target.node_id)
+        return self.healthy
+
+
+def beat(node_id: str = "n1", **fields: Any) -> Heartbeat:
+    body = beat_json(node_id, **fields)
+    return Heartbeat.model_validate(body)
+
+
+def beat_json(node_id: str = "n1", **fields: Any) -> dict[str, Any]:
+    return {
+        "node_id": node_id,
+        "manager_url": f"http://{node_id}.mgr:9000",
+        "triton_http_url": f"http://{node_id}.triton:8000",
+        "models": [{"name": "digits", "version": "1"}],
+        "state": "ready",
+        **fields,
+    }
+
+
+def fleet_config(**health: Any) -> FleetConfig:
+    return FleetConfig.model_validate({"cluster": {"token": TOKEN}, "health": health})
+
+
+@dataclass
+class Harness:
+    client: httpx.AsyncClient
+    clock: FakeClock
+    prober: FakeProber
+
+
+@asynccontextmanager
+async def running(**health: Any) -> AsyncIterator[Harness]:
+    """An app with its lifespan (probes, expiry) running, reached in-process."""
+    clock, prober = FakeClock(), FakeProber()
+    app = create_app(fleet_config(**health), clock=clock, prober=prober)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=("10.0.0.7", 5555))
+        async with httpx.AsyncClient(transport=transport, base_url="http://health") as client:
+            yield Harness(client, clock, prober)
