@@ -2,8 +2,8 @@
 
 The data is scikit-learn's bundled handwritten digits (8x8 images, pixel values 0..16), so
 nothing is downloaded. Every HELD_OUT_EVERY-th image (index 0, 5, 10, ...) is never trained
-on: tests and the printed accuracy use them. The network is a small multi-layer perceptron whose forward pass the
-Triton model redoes in numpy alone.
+on: tests and the printed accuracy use them. The network is a small multi-layer perceptron
+whose forward pass the Triton model redoes in numpy alone.
 
 Usage: python models/digits/train.py [OUTPUT.npz]   (default: models/digits/1/weights.npz)
 """

@@ -135,6 +135,12 @@ class NodeConfig(Section):
     restart_backoff_s: float = 0.5
     restart_backoff_max_s: float = 10.0
     log_dir: Path | None = None
+    # `tritonserver` to run: empty means the one on PATH, else the nvidia-pytriton wheel's;
+    # `wheel` forces the wheel's; anything else is a path to the binary.
+    triton_binary: str = ""
+    # Forwarding mode (requests through the manager): longest wait for Triton, largest body.
+    request_timeout_s: float = 60.0
+    max_body_bytes: int = 64 * 1024 * 1024
 
 
 class FleetConfig(BaseModel):

@@ -9,10 +9,14 @@ SIGKILL as the parent-death signal of `tritonserver`, and adopts the stubs it or
 
     SIGTERM, SIGINT       passed on to tritonserver, which stops gracefully with its stubs
     SIGHUP                the manager died or wants a hard stop: SIGKILL to the whole group
-    tritonserver exits    SIGKILL to what is left of its group, reap it all, exit with the
-                          status of tritonserver (128 + N when signal N killed it)
+    tritonserver exits    SIGKILL to what is left of its group, reap it all, remove the
+                          Python backend's shared-memory regions (those of killed stubs would
+                          stay in /dev/shm), exit with the status of tritonserver (128 + N when
+                          signal N killed it)
 
-It imports only the standard library and runs as `python -I -S guard.py MANAGER_PID ARGV...`.
+It imports only the standard library and runs as
+`python -I -S guard.py MANAGER_PID SHM_PREFIX ARGV...`, where SHM_PREFIX is the
+`shm-region-prefix-name` given to the Python backend in ARGV.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -27,10 +32,15 @@ from types import FrameType
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+SHM_PREFIX_START = "tritonfleet_"
+
+
+# Resolved once here, not in a forked child, where loading a library could deadlock.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl
 
 
 def prctl(option: int, value: int) -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+    _PRCTL(option, value, 0, 0, 0)
 
 
 def die_with_parent(signum: int = signal.SIGKILL) -> None:
@@ -73,12 +83,23 @@ class Guard:
         return 128 - status if status < 0 else status
 
 
-def main(manager_pid: int, argv: list[str]) -> int:
+def remove_shm_regions(prefix: str, shm_dir: pathlib.Path = pathlib.Path("/dev/shm")) -> None:
+    if not prefix.startswith(SHM_PREFIX_START):
+        return  # never touch regions that are not ours
+    for region in shm_dir.glob(f"{prefix}*"):
+        with contextlib.suppress(OSError):
+            region.unlink()
+
+
+def main(manager_pid: int, shm_prefix: str, argv: list[str]) -> int:
     guard = Guard()
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     if os.getppid() != manager_pid:
         return 128 + signal.SIGHUP  # the manager died before our death signal was armed
-    return guard.run(argv)
+    try:
+        return guard.run(argv)
+    finally:
+        remove_shm_regions(shm_prefix)
 
 
 def reap_all() -> None:
@@ -90,4 +111,4 @@ def reap_all() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(int(sys.argv[1]), sys.argv[2:]))
+    sys.exit(main(int(sys.argv[1]), sys.argv[2], sys.argv[3:]))

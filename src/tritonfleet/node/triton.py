@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import shutil
 import signal
@@ -20,74 +19,23 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from tritonfleet.net import free_port, http_url
 from tritonfleet.node import guard
 from tritonfleet.node.dist import TritonDist
+from tritonfleet.node.endpoints import TritonUrls
 from tritonfleet.node.errors import TritonStartError
+from tritonfleet.node.options import TritonOptions
 
 log = logging.getLogger(__name__)
 
 ReadyProbe = Callable[[str], Awaitable[bool]]
-POLL_S = 0.05
+READY_POLL_S = 0.1
 PORT_ATTEMPTS = 3
 # After SIGTERM has had its time, how long the guard gets to SIGKILL the tree (SIGHUP).
 HANG_UP_S = 3.0
-
-
-@dataclass(frozen=True, slots=True)
-class TritonPorts:
-    http: int = 0
-    grpc: int = 0
-    metrics: int = 0
-
-    @property
-    def fixed(self) -> bool:
-        return 0 not in (self.http, self.grpc, self.metrics)
-
-    def pick(self, host: str) -> TritonPorts:
-        """These ports, with a free one for each 0."""
-        return TritonPorts(*(port or free_port(host) for port in (self.http, self.grpc, self.metrics)))
-
-
-@dataclass(frozen=True, slots=True)
-class TritonOptions:
-    model_repository: Path
-    bind_host: str = "127.0.0.1"
-    ports: TritonPorts = TritonPorts()
-    model_control_mode: str = "poll"
-    repository_poll_s: int = 5
-    start_timeout_s: float = 120.0
-    stop_timeout_s: float = 30.0
-    log_path: Path | None = None
-
-    @property
-    def connect_host(self) -> str:
-        return "127.0.0.1" if self.bind_host in ("", "0.0.0.0", "::") else self.bind_host
-
-    def argv(self, ports: TritonPorts) -> list[str]:
-        args = [
-            f"--model-repository={self.model_repository.resolve()}",
-            f"--http-port={ports.http}",
-            f"--grpc-port={ports.grpc}",
-            f"--metrics-port={ports.metrics}",
-            *(f"--{kind}-address={self.bind_host}" for kind in ("http", "grpc", "metrics")),
-            "--allow-metrics=true",
-            # One broken model (or a stray folder) must not take the others down: Triton stays
-            # up and ready, and the node announces the models that are READY.
-            "--exit-on-error=false",
-            "--strict-readiness=false",
-            f"--exit-timeout-secs={max(1, math.ceil(self.stop_timeout_s))}",
-            f"--model-control-mode={self.model_control_mode}",
-        ]
-        if self.model_control_mode == "poll":
-            args.append(f"--repository-poll-secs={self.repository_poll_s}")
-        elif self.model_control_mode == "explicit":
-            args.append("--load-model=*")
-        return args
 
 
 class TritonProcess:
@@ -105,10 +53,13 @@ class TritonProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._run_dir: Path | None = None
         self._extra_args: list[str] = []
+        # Names of the Python backend's shared-memory regions of the current run start with it.
+        self.shm_prefix = ""
 
     @property
-    def http_url(self) -> str:
-        return http_url(self.options.connect_host, self.ports.http)
+    def urls(self) -> TritonUrls:
+        """Where this machine reaches it (the ports may change when a start is retried)."""
+        return TritonUrls.on(self.options.connect_host, self.ports)
 
     @property
     def log_path(self) -> Path:
@@ -118,7 +69,7 @@ class TritonProcess:
 
     @property
     def pid(self) -> int | None:
-        """The guard's process id (the process group of the whole tree)."""
+        """The guard's process id; `tritonserver` is its child (see server_pid)."""
         return self._proc.pid if self._proc is not None else None
 
     def running(self) -> bool:
@@ -150,9 +101,9 @@ class TritonProcess:
     async def wait(self) -> int:
         """Until it exits; its exit status (128 + N when killed by signal N)."""
         assert self._proc is not None, "tritonserver was not started"
-        while (status := self._proc.poll()) is None:
-            await asyncio.sleep(POLL_S)
-        return status
+        if self._proc.poll() is None:
+            await _exited(self._proc.pid)
+        return self._proc.wait()
 
     async def stop(self) -> int | None:
         """SIGTERM and wait; then the guard SIGKILLs the tree; then the guard itself is killed."""
@@ -160,7 +111,7 @@ class TritonProcess:
         if proc is None:
             return None
         for signum, wait_s in (
-            (signal.SIGTERM, self.options.stop_timeout_s + 2),
+            (signal.SIGTERM, self.options.stop_wait_s),
             (signal.SIGHUP, HANG_UP_S),
             (signal.SIGKILL, HANG_UP_S),
         ):
@@ -194,8 +145,14 @@ class TritonProcess:
 
     def _launch(self) -> None:
         self._prepare()
-        argv = [str(self.dist.binary), *self._extra_args, *self.options.argv(self.ports)]
-        guarded = [sys.executable, "-I", "-S", guard.__file__, str(os.getpid()), *argv]
+        self.shm_prefix = shm_prefix = f"{guard.SHM_PREFIX_START}{uuid.uuid4().hex[:12]}_"
+        argv = [
+            str(self.dist.binary),
+            *self._extra_args,
+            *self.options.argv(self.ports),
+            f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
+        ]
+        guarded = [sys.executable, "-I", "-S", guard.__file__, str(os.getpid()), shm_prefix, *argv]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
             out.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
@@ -213,26 +170,45 @@ class TritonProcess:
 
     async def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.options.start_timeout_s
-        while not await self.probe(self.http_url):
+        while not await self.probe(self.urls.http):
             if not self.running():
-                raise TritonStartError(f"tritonserver exited before it was ready; its log ends:\n{self.tail()}")
+                raise TritonStartError(f"tritonserver exited before it was ready; log ends:\n{self.tail()}")
             if time.monotonic() > deadline:
-                raise TritonStartError(
-                    f"tritonserver not ready within {self.options.start_timeout_s} s; log ends:\n{self.tail()}"
-                )
-            await asyncio.sleep(POLL_S * 2)
+                within = f"within {self.options.start_timeout_s} s"
+                raise TritonStartError(f"tritonserver not ready {within}; log ends:\n{self.tail()}")
+            await asyncio.sleep(READY_POLL_S)
 
     async def _exited_within(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while self.running():
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(POLL_S)
+        try:
+            await asyncio.wait_for(self.wait(), timeout_s)
+        except TimeoutError:
+            return False
         return True
 
     def _context(self) -> dict[str, object]:
-        return {"pid": self.pid, "triton_http_url": self.http_url, "log": str(self.log_path)}
+        return {"pid": self.pid, "triton_http_url": self.urls.http, "log": str(self.log_path)}
 
 
 def _hang_up_with_parent() -> None:
     guard.die_with_parent(signal.SIGHUP)
+
+
+async def _exited(pid: int) -> None:
+    """Until process pid exits: its pidfd turns readable then."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
