@@ -51,3 +51,18 @@ def test_a_success_clears_the_record() -> None:
     ejector.failed("a")
     clock.now += 1.01
     assert ejector.ejected() == frozenset(), "back to the base back-off after a success"
+
+
+def test_a_node_that_left_the_cluster_or_restarted_comes_back_with_a_clean_record() -> None:
+    clock = Clock()
+    ejector = Ejector(after_failures=1, base_s=1.0, max_s=30.0, clock=clock)
+    ejector.track({"a": "http://h:1", "b": "http://h:2", "c": "http://h:3"})
+    for _ in range(4):
+        for node in "abc":
+            ejector.failed(node)
+    ejector.track({"b": "http://h:2", "c": "http://h:9"})
+    assert ejector.ejected() == {"b"}, "a left the view; c restarted on another port"
+    ejector.track({"a": "http://h:1", "b": "http://h:2", "c": "http://h:9"})
+    ejector.failed("a")
+    clock.now += 1.01
+    assert ejector.ejected() == {"b"}, "a is back to the base back-off, b still backs off"

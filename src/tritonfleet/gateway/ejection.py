@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 
@@ -35,6 +35,7 @@ class Ejector:
         self.max_s = max_s
         self.clock = clock
         self._records: dict[str, _Record] = {}
+        self._identities: dict[str, str] = {}
 
     def failed(self, node_id: str) -> bool:
         """Record a failure; True when it ejects the node."""
@@ -51,6 +52,14 @@ class Ejector:
     def succeeded(self, node_id: str) -> None:
         if node_id in self._records:
             del self._records[node_id]
+
+    def track(self, identities: Mapping[str, str]) -> None:
+        """Follow the cluster's view, {node_id: identity of the running process}: a node that
+        left it, or came back as a new process (new addresses), starts again with a clean record."""
+        for node_id in list(self._records):
+            if node_id not in identities or identities[node_id] != self._identities.get(node_id):
+                del self._records[node_id]
+        self._identities = dict(identities)
 
     def ejected(self) -> frozenset[str]:
         now = self.clock()

@@ -48,6 +48,11 @@ async def create_app(config: FleetConfig) -> web.Application:
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
     ejector = Ejector(gw.eject_after_failures, gw.eject_base_s, gw.eject_max_s)
+    watcher.subscribe(
+        lambda nodes: ejector.track(
+            {node.node_id: f"{node.manager_url} {node.triton_http_url}" for node in nodes if node.schedulable}
+        )
+    )
     forwarder = Forwarder(scheduler, session, ejector, metrics, gw.max_attempts)
     app = web.Application(client_max_size=gw.max_body_bytes)
     app.router.add_routes(Gateway(gw, forwarder, watcher, session, registry, metrics).routes())

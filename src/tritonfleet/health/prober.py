@@ -30,7 +30,14 @@ class Prober:
 
     async def __aenter__(self) -> Self:
         # trust_env=False: nodes are reached directly, never through an HTTP_PROXY of the host.
-        self._client = httpx.AsyncClient(timeout=self._timeout_s, transport=self._transport, trust_env=False)
+        # No keep-alive: an idle probe connection would hold a stopping Triton for its whole
+        # exit timeout, since Triton waits for open connections before it exits.
+        self._client = httpx.AsyncClient(
+            timeout=self._timeout_s,
+            transport=self._transport,
+            trust_env=False,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
         return self
 
     async def __aexit__(

@@ -69,7 +69,7 @@ class NodeWatcher:
     ) -> None:
         self.health_urls = [url.rstrip("/") for url in health_urls]
         self.client = client
-        self.on_change = on_change
+        self._listeners = [on_change] if on_change is not None else []
         self.watch_timeout_s = watch_timeout_s
         self.retry_s = retry_s
         self.stale_after_s = stale_after_s
@@ -78,6 +78,10 @@ class NodeWatcher:
         self._nodes: list[NodeView] = []
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+
+    def subscribe(self, listener: Callable[[list[NodeView]], None]) -> None:
+        """Also call `listener` with the merged list on every change."""
+        self._listeners.append(listener)
 
     @property
     def nodes(self) -> list[NodeView]:
@@ -153,11 +157,11 @@ class NodeWatcher:
 
     def _publish(self) -> None:
         self._nodes = merge(self._answers.values(), self.clock())
-        if self.on_change is not None:
+        for listener in self._listeners:
             try:
-                self.on_change(self.nodes)
+                listener(self.nodes)
             except Exception:
-                log.exception("on_change failed; the watch goes on", extra={"nodes": len(self._nodes)})
+                log.exception("a watch listener failed; the watch goes on", extra={"nodes": len(self._nodes)})
         # Wake every waiter, and make the next waiters wait for the next change.
         self._changed.set()
         self._changed = asyncio.Event()
