@@ -74,7 +74,7 @@ def test_a_killed_node_causes_no_failed_request_and_is_readmitted_after_restart(
         victim.signal(signal.SIGKILL)  # the manager; its Triton dies with it
         victim.proc.wait()  # type: ignore[union-attr]
         killed_at = len(load.answers)
-        time.sleep(2.0)
+        fleet.wait_gateway_sees({"node-1"}, 10)  # the health checker drops it within a TTL
         after_kill = load.since(killed_at)
         victim.start()
         fleet.wait_node("node-2", 120)
@@ -94,6 +94,7 @@ def test_sigterm_drains_a_node_without_losing_in_flight_requests(fleet: LocalClu
         "inputs": [{"name": "INPUT0", "shape": [1, 1], "datatype": "FP32", "data": [7.0]}],
     }
     victim = fleet.nodes["node-2"]
+    fleet.wait_gateway_sees({"node-1", "node-2"}, 10)
     with ThreadPoolExecutor(8) as pool:
         futures = [
             pool.submit(httpx.post, f"{fleet.gateway_url}/v2/models/latency/infer", json=body, timeout=30)
