@@ -57,6 +57,8 @@ class LocalCluster:
         self.state_dir = state_dir
         self.node_specs = list(nodes)
         self.env = {**os.environ, **to_env(config)}
+        # The gateway asks the scheduler this cluster runs, wherever its port was moved.
+        self.env["TRITONFLEET_GATEWAY_SCHEDULER_URL"] = self.scheduler_url
         if config.cluster.token is None and config.cluster.token_file is None:
             self.env["TRITONFLEET_CLUSTER_TOKEN_FILE"] = str(ensure_token(state_dir).resolve())
         self.health = self._service("health-checker")
@@ -67,6 +69,10 @@ class LocalCluster:
     @property
     def gateway_url(self) -> str:
         return f"http://{self.config.gateway.host}:{self.config.gateway.port}"
+
+    @property
+    def scheduler_url(self) -> str:
+        return f"http://{self.config.scheduler.host}:{self.config.scheduler.port}"
 
     @property
     def health_url(self) -> str:
@@ -81,8 +87,7 @@ class LocalCluster:
         wait_http_ok(f"{self.health_url}/healthz", timeout_s, self.health)
         for proc in (self.scheduler, *self.nodes.values(), self.gateway):
             proc.start()
-        scheduler_url = f"http://{self.config.scheduler.host}:{self.config.scheduler.port}"
-        wait_http_ok(f"{scheduler_url}/healthz", timeout_s, self.scheduler)
+        wait_http_ok(f"{self.scheduler_url}/healthz", timeout_s, self.scheduler)
         wait_http_ok(f"{self.gateway_url}/healthz", timeout_s, self.gateway)
         for node_id in self.nodes:
             self.wait_node(node_id, deadline - time.monotonic())
