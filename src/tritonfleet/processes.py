@@ -65,9 +65,12 @@ class ServiceProcess:
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM, wait up to timeout_s for a graceful exit, then SIGKILL the whole group."""
+        self.signal(signal.SIGTERM)
+        return self.wait_or_kill(timeout_s)
+
+    def wait_or_kill(self, timeout_s: float) -> int | None:
         if self.proc is None:
             return None
-        self.signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:

@@ -16,5 +16,6 @@ def serve_asgi(app: FastAPI, host: str, port: int) -> None:
         http="httptools",
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=5,
+        # Control-plane requests are short; a held watch must not delay a stop by its whole timeout.
+        timeout_graceful_shutdown=1,
     )

@@ -112,9 +112,13 @@ class LocalCluster:
         )
 
     def stop(self) -> None:
-        """Reverse order: the entry point first, so no new request reaches a stopping node."""
-        for proc in reversed(self.processes()):
-            proc.stop(timeout_s=self.config.node.drain_timeout_s + 10)
+        """Reverse order: the entry point first, so no new request reaches a stopping node;
+        the nodes drain side by side."""
+        for tier in ([self.gateway], list(self.nodes.values()), [self.scheduler], [self.health]):
+            for proc in tier:
+                proc.signal(signal.SIGTERM)
+            for proc in tier:
+                proc.wait_or_kill(timeout_s=self.config.node.drain_timeout_s + 10)
 
     def died(self) -> list[ServiceProcess]:
         return [proc for proc in self.processes() if proc.proc is not None and not proc.alive()]
@@ -168,16 +172,16 @@ TritonFleet is up: {len(cluster.nodes)} Triton nodes behind the gateway.
 Try it:
   curl -s {url}/v2/models/simple/infer -H 'Content-Type: application/json' -d '{body}'
 
-  python - <<'PY'
-  import numpy as np, tritonclient.http as httpclient
-  client = httpclient.InferenceServerClient("{host_port}")
-  a = np.arange(16, dtype=np.int32).reshape(1, 16); b = np.ones((1, 16), dtype=np.int32)
-  inputs = [httpclient.InferInput(name, [1, 16], "INT32") for name in ("INPUT0", "INPUT1")]
-  inputs[0].set_data_from_numpy(a); inputs[1].set_data_from_numpy(b)
-  print(client.infer("simple", inputs).as_numpy("OUTPUT0"))
-  PY
+  .venv/bin/python - <<'PY'
+import numpy as np, tritonclient.http as httpclient
+client = httpclient.InferenceServerClient("{host_port}")
+a = np.arange(16, dtype=np.int32).reshape(1, 16); b = np.ones((1, 16), dtype=np.int32)
+inputs = [httpclient.InferInput(name, [1, 16], "INT32") for name in ("INPUT0", "INPUT1")]
+inputs[0].set_data_from_numpy(a); inputs[1].set_data_from_numpy(b)
+print(client.infer("simple", inputs).as_numpy("OUTPUT0"))
+PY
 
-  tritonfleet status      (the nodes, from {cluster.health_url})
+  .venv/bin/tritonfleet status      (the table of nodes)
 Ctrl-C stops everything.
 """
 
@@ -188,6 +192,8 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 def serve(config: FleetConfig) -> int:
     cluster = LocalCluster(config, STATE_DIR, [NodeSpec(f"node-{i}") for i in range(1, DEFAULT_NODES + 1)])
+    # Explicitly, since a shell that starts us in the background leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     print(f"Starting a local cluster; logs in {STATE_DIR / 'logs'}/ ...", flush=True)
     try:

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from tritonfleet.config import GatewayConfig
 from tritonfleet.gateway import cluster
-from tritonfleet.gateway.errors import BadRequest, BodyTooLarge, GatewayError, error_response
+from tritonfleet.gateway.errors import BadRequest, BodyTooLarge, GatewayError, error_response, json_response
 from tritonfleet.gateway.forwarding import Forwarder
 from tritonfleet.gateway.metrics import GatewayMetrics
 from tritonfleet.metrics import render
@@ -156,7 +156,7 @@ class Gateway:
         )
         if not answers:
             return error_response(503, "no node is serving now", retry_after_s=self.config.retry_after_s)
-        return web.json_response(answers[0])
+        return json_response(answers[0])
 
     async def repository_index(self, request: web.Request) -> web.Response:
         try:
@@ -170,7 +170,7 @@ class Gateway:
         )
         if isinstance(wanted, dict) and wanted.get("ready"):
             index = [entry for entry in index if entry.get("state") == "READY"]
-        return web.json_response(index)
+        return json_response(index)
 
     async def model_stats(self, request: web.Request) -> web.Response:
         model = request.match_info.get("model")
@@ -179,11 +179,11 @@ class Gateway:
         if model is not None and not nodes:
             return error_response(404, UnknownModel.of(model, version).message)
         answers = await cluster.fan_out(self.session, nodes, "GET", request.raw_path, b"", FAN_OUT_TIMEOUT_S)
-        return web.json_response(cluster.merge_stats(answers))
+        return json_response(cluster.merge_stats(answers))
 
     async def nodes(self, request: web.Request) -> web.Response:
         """The node view this gateway routes with, as its health checkers last told it."""
-        return web.json_response({"nodes": [node.model_dump(mode="json") for node in self.watcher.nodes]})
+        return json_response({"nodes": [node.model_dump(mode="json") for node in self.watcher.nodes]})
 
     async def prometheus(self, request: web.Request) -> web.Response:
         body, content_type = render(self.registry)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from aiohttp import web
 
 
@@ -41,4 +44,13 @@ def error_response(
     headers = {"X-Request-ID": request_id} if request_id else {}
     if status == 503:
         headers["Retry-After"] = str(retry_after_s)
-    return web.json_response({"error": message}, status=status, headers=headers)
+    return json_response({"error": message}, status=status, headers=headers)
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """JSON as Triton writes it: compact, no spaces."""
+    return web.json_response(data, status=status, headers=headers, dumps=_compact)
+
+
+def _compact(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"))
