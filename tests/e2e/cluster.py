@@ -18,6 +18,16 @@ MODEL_DIRS = {
 }
 
 
+def simple_body(value: int) -> dict[str, Any]:
+    """A JSON infer body for `simple`: both inputs filled with `value`."""
+    return {
+        "inputs": [
+            {"name": name, "shape": [1, 16], "datatype": "INT32", "data": [value] * 16}
+            for name in ("INPUT0", "INPUT1")
+        ]
+    }
+
+
 def repository(root: Path, models: Iterable[str]) -> Path:
     """A model repository holding links to some of the project's models."""
     root.mkdir(parents=True)

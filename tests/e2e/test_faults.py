@@ -11,15 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.e2e.cluster import cluster
+from tests.e2e.cluster import cluster, simple_body
 from tritonfleet.up import LocalCluster
 
-SIMPLE = {
-    "inputs": [
-        {"name": name, "shape": [1, 16], "datatype": "INT32", "data": [2] * 16}
-        for name in ("INPUT0", "INPUT1")
-    ]
-}
+SIMPLE = simple_body(2)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 import tritonclient.http as httpclient
 from sklearn.datasets import load_digits
 
-from tests.e2e.cluster import cluster
+from tests.e2e.cluster import cluster, simple_body
 from tritonfleet.up import LocalCluster
 
 NODE_HEADER = "X-Tritonfleet-Node"
@@ -110,12 +110,7 @@ def test_the_request_id_is_kept_and_the_serving_node_named(fleet: LocalCluster) 
     answer = httpx.post(
         f"{fleet.gateway_url}/v2/models/simple/infer",
         headers={"X-Request-ID": "my-request-42"},
-        json={
-            "inputs": [
-                {"name": n, "shape": [1, 16], "datatype": "INT32", "data": [1] * 16}
-                for n in ("INPUT0", "INPUT1")
-            ]
-        },
+        json=simple_body(1),
     )
     assert answer.status_code == 200
     assert answer.headers["X-Request-ID"] == "my-request-42"

@@ -8,15 +8,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.cluster import cluster
+from tests.e2e.cluster import cluster, simple_body
 from tritonfleet.up import LocalCluster
 
-SIMPLE = {
-    "inputs": [
-        {"name": name, "shape": [1, 16], "datatype": "INT32", "data": [5] * 16}
-        for name in ("INPUT0", "INPUT1")
-    ]
-}
+SIMPLE = simple_body(5)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from tests.fakes import FakeClock
 from tritonfleet.config import FleetConfig
 from tritonfleet.health.prober import Prober
 from tritonfleet.health.records import ProbeTarget
@@ -17,17 +18,6 @@ from tritonfleet.protocol import Heartbeat
 
 TOKEN = "cluster-s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-class FakeClock:
-    def __init__(self, now_s: float = 1000.0) -> None:
-        self.now_s = now_s
-
-    def __call__(self) -> float:
-        return self.now_s
-
-    def advance(self, seconds: float) -> None:
-        self.now_s += seconds
 
 
 class FakeProber(Prober):

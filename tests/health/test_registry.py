@@ -1,10 +1,11 @@
 import pytest
 
+from tests.fakes import FakeClock
 from tritonfleet.health.records import next_health
 from tritonfleet.health.registry import Registry
 from tritonfleet.protocol import NodeHealth
 
-from .fakes import FakeClock, beat
+from .fakes import beat
 
 HEALTHY, UNHEALTHY = NodeHealth.HEALTHY, NodeHealth.UNHEALTHY
 

@@ -2,13 +2,14 @@ import asyncio
 
 import pytest
 
+from tests.fakes import FakeClock
 from tritonfleet.health.prober import Prober
 from tritonfleet.health.records import ProbeTarget
 from tritonfleet.health.registry import Registry
 from tritonfleet.health.tickers import expire_forever, probe_round
 from tritonfleet.protocol import NodeHealth
 
-from .fakes import FakeClock, beat
+from .fakes import beat
 
 
 class ScriptedProber(Prober):
