@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install up test lint clean
 
-install: $(STAMP) models/digits/1/weights.npz
+install: $(STAMP) models/digits/1/weights.npz node_modules/.bin/anvil
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml
 # The demo classifier is trained at install time from scikit-learn's bundled digits.
 models/digits/1/weights.npz: models/digits/train.py $(STAMP)
 	$(BIN)/python models/digits/train.py
+
+# anvil, the local Ethereum node, ships in an npm package.
+node_modules/.bin/anvil: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
 
 up: install
 	$(BIN)/tritonfleet up
@@ -29,4 +34,4 @@ test: lint
 	$(BIN)/pytest -q
 
 clean:
-	rm -rf $(VENV) .tritonfleet
+	rm -rf $(VENV) .tritonfleet node_modules

@@ -143,6 +143,48 @@ class NodeConfig(Section):
     max_body_bytes: int = 64 * 1024 * 1024
 
 
+class Settlement(StrEnum):
+    BATCH = "batch"
+    # The original design: one transaction per inference.
+    PER_REQUEST = "per_request"
+
+
+class PaymentsConfig(Section):
+    # Off until the paid path of the gateway lands; `up` will then turn it on by default.
+    enabled: bool = False
+    # SQLAlchemy URL of the usage ledger; empty means SQLite under the state directory.
+    ledger_url: str = ""
+    # Price per request in credit base units, by "model" or "model:version" (the latter wins).
+    prices: dict[str, int] = {"simple": 1, "digits": 2, "stable_diffusion": 50}
+    settlement: Settlement = Settlement.BATCH
+    settle_interval_s: float = 10.0
+    settle_max_charges: int = 1000
+    confirmations: int = 1
+    # Token manager (API keys, balances, prices, usage, dev faucet).
+    host: str = "127.0.0.1"
+    port: int = 8083
+    challenge_ttl_s: float = 300.0
+
+
+class ChainConfig(Section):
+    rpc_url: str = "http://127.0.0.1:8545"
+    chain_id: int = 31337
+    # Development chain: anvil with its well-known accounts, state kept across restarts.
+    dev: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8545
+    state_file: Path = Path(".tritonfleet/chain/state.json")
+    # Contract addresses; empty means read from deployment_file (written by the deployer).
+    deployment_file: Path = Path(".tritonfleet/chain/deployment.json")
+    # Operator key outside dev mode: a standard JSON keystore and its password.
+    keystore_file: Path | None = None
+    keystore_password: SecretStr | None = None
+    keystore_password_file: Path | None = None
+    # Deploy-time delay between a withdrawal request and the withdrawal.
+    withdrawal_delay_s: int = 3600
+    receipt_timeout_s: float = 120.0
+
+
 class FleetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -151,6 +193,8 @@ class FleetConfig(BaseModel):
     scheduler: SchedulerConfig = SchedulerConfig()
     gateway: GatewayConfig = GatewayConfig()
     node: NodeConfig = NodeConfig()
+    payments: PaymentsConfig = PaymentsConfig()
+    chain: ChainConfig = ChainConfig()
 
 
 def load_config(
@@ -195,7 +239,10 @@ def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
 
 
 def parse_value(raw: str, annotation: Any) -> Any:
-    """Strings from the environment or flags: lists as JSON or comma-separated, rest as given."""
+    """Strings from the environment or flags: lists as JSON or comma-separated, tables as JSON,
+    the rest as given (pydantic converts them)."""
+    if getattr(annotation, "__origin__", None) is dict:
+        return json.loads(raw)
     if getattr(annotation, "__origin__", None) is list:
         stripped = raw.strip()
         if stripped.startswith("["):
@@ -220,6 +267,6 @@ def to_env(config: FleetConfig) -> dict[str, str]:
         for key, value in values.items():
             if isinstance(getattr(getattr(config, section), key), SecretStr):
                 continue
-            text = json.dumps(value) if isinstance(value, list) else str(value)
+            text = json.dumps(value) if isinstance(value, list | dict) else str(value)
             env[f"{ENV_PREFIX}{section.upper()}_{key.upper()}"] = text
     return env
