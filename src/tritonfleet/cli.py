@@ -30,6 +30,11 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str, str]] = {
         "Run a whole local cluster.",
     ),
     "status": ((), "tritonfleet.status:serve", "Print the table of nodes."),
+    "chain": (
+        ("chain",),
+        "tritonfleet.payments.devchain:serve",
+        "Run a local Ethereum node with the contracts.",
+    ),
 }
 
 
