@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: install up test lint clean
 
 install: $(STAMP) models/digits/1/weights.npz node_modules/.bin/anvil
+	$(BIN)/python -m tritonfleet.payments.contracts
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

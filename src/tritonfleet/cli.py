@@ -30,6 +30,21 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str, str]] = {
         "Run a whole local cluster.",
     ),
     "status": ((), "tritonfleet.status:serve", "Print the table of nodes."),
+    "token-manager": (
+        ("payments", "chain"),
+        "tritonfleet.payments.token_manager:serve",
+        "Run the token manager: API keys, balances, prices, usage, dev faucet.",
+    ),
+    "settler": (
+        ("payments", "chain"),
+        "tritonfleet.payments.settle_service:serve",
+        "Settle charges on chain.",
+    ),
+    "reconcile": (
+        ("payments", "chain"),
+        "tritonfleet.payments.reconcile:serve",
+        "Compare the ledger with the chain; exit 1 on any mismatch.",
+    ),
     "chain": (
         ("chain",),
         "tritonfleet.payments.devchain:serve",

@@ -156,6 +156,8 @@ class PaymentsConfig(Section):
     ledger_url: str = ""
     # Price per request in credit base units, by "model" or "model:version" (the latter wins).
     prices: dict[str, int] = {"simple": 1, "digits": 2, "stable_diffusion": 50}
+    # Price of a model that `prices` does not name.
+    default_price: int = 1
     settlement: Settlement = Settlement.BATCH
     settle_interval_s: float = 10.0
     settle_max_charges: int = 1000

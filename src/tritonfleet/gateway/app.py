@@ -6,6 +6,7 @@ import json
 import logging
 import time
 import uuid
+from dataclasses import asdict
 
 import aiohttp
 from aiohttp import web
@@ -16,7 +17,9 @@ from tritonfleet.gateway import cluster
 from tritonfleet.gateway.errors import BadRequest, BodyTooLarge, GatewayError, error_response, json_response
 from tritonfleet.gateway.forwarding import Forwarder
 from tritonfleet.gateway.metrics import GatewayMetrics
+from tritonfleet.gateway.payments import PaidPath, Unauthorized
 from tritonfleet.metrics import render
+from tritonfleet.payments.errors import DuplicateReservation, InsufficientCredit
 from tritonfleet.protocol import NodeView
 from tritonfleet.proxy import end_to_end
 from tritonfleet.scheduler.errors import SchedulerError, UnknownModel
@@ -25,6 +28,8 @@ from tritonfleet.scheduler.watch import NodeWatcher
 log = logging.getLogger(__name__)
 
 NODE_HEADER = "X-Tritonfleet-Node"
+CHARGE_HEADER = "X-Tritonfleet-Charge"
+CREDIT_HEADER = "X-Tritonfleet-Credit-Remaining"
 # Triton 2.51 answers 500 to a body it cannot parse; the client's mistake deserves a 400.
 _UNPARSEABLE_BODY = b'{"error":"failed to parse the request JSON buffer'
 
@@ -43,6 +48,7 @@ class Gateway:
         session: aiohttp.ClientSession,
         registry: CollectorRegistry,
         metrics: GatewayMetrics,
+        paid: PaidPath | None = None,
     ) -> None:
         self.config = config
         self.forwarder = forwarder
@@ -50,6 +56,7 @@ class Gateway:
         self.session = session
         self.registry = registry
         self.metrics = metrics
+        self.paid = paid
 
     def routes(self) -> list[web.AbstractRouteDef]:
         model_routes = []
@@ -69,6 +76,7 @@ class Gateway:
             web.post("/v2/repository/index", self.repository_index),
             *model_routes,
             web.get("/v1/nodes", self.nodes),
+            web.get("/v1/credit", self.credit),
             web.get("/metrics", self.prometheus),
             web.get("/healthz", self.live),
         ]
@@ -93,7 +101,10 @@ class Gateway:
         version = request.match_info.get("version")
         self.metrics.in_flight.inc()
         try:
-            response = await self._serve(request, request_id, model, version, started)
+            if self.paid is not None and route == "infer":
+                response = await self._serve_paid(self.paid, request, request_id, model, version, started)
+            else:
+                response = await self._serve(request, request_id, model, version, started)
         except (GatewayError, SchedulerError) as exc:
             response = error_response(exc.status, str(exc), request_id, self.config.retry_after_s)
         finally:
@@ -114,8 +125,60 @@ class Gateway:
         )
         return response
 
+    async def _serve_paid(
+        self,
+        paid: PaidPath,
+        request: web.Request,
+        request_id: str,
+        model: str,
+        version: str | None,
+        started: float,
+    ) -> web.Response:
+        """Hold the price, serve, then charge a success or free the hold on anything else."""
+        try:
+            account = paid.authenticate(request.headers.get("Authorization"))
+            reservation = paid.reserve(account, request_id, model, version)
+        except Unauthorized as exc:
+            headers = {"WWW-Authenticate": "Bearer"}
+            return json_response(
+                {"error": str(exc)}, status=401, headers={**headers, "X-Request-ID": request_id}
+            )
+        except InsufficientCredit as exc:
+            return payment_required(exc, model, request_id, paid.top_up_hint)
+        except DuplicateReservation as exc:
+            return error_response(409, str(exc), request_id)
+        try:
+            response = await self._serve(request, request_id, model, version, started, strip_auth=True)
+        except BaseException:
+            paid.book.release(reservation)
+            raise
+        if response.status != 200:
+            paid.book.release(reservation)
+            return response
+        charged = await paid.charge(reservation, model, version)
+        response.headers[CHARGE_HEADER] = str(charged.amount)
+        response.headers[CREDIT_HEADER] = str(charged.remaining)
+        return response
+
+    async def credit(self, request: web.Request) -> web.Response:
+        """The caller's credit as this gateway holds it, reservations in flight included."""
+        if self.paid is None:
+            return error_response(404, "payments are not enabled on this gateway")
+        try:
+            account = self.paid.authenticate(request.headers.get("Authorization"))
+        except Unauthorized as exc:
+            return json_response({"error": str(exc)}, status=401, headers={"WWW-Authenticate": "Bearer"})
+        snapshot = self.paid.snapshot(account)
+        return json_response({**asdict(snapshot), "available": snapshot.available})
+
     async def _serve(
-        self, request: web.Request, request_id: str, model: str, version: str | None, started: float
+        self,
+        request: web.Request,
+        request_id: str,
+        model: str,
+        version: str | None,
+        started: float,
+        strip_auth: bool = False,
     ) -> web.Response:
         if version is not None and not version.isdigit():
             raise BadRequest(f"invalid version '{version}' for model '{model}': expected a number")
@@ -125,6 +188,9 @@ class Gateway:
             raise BodyTooLarge(f"request body exceeds {self.config.max_body_bytes} bytes") from exc
         headers = end_to_end(request.headers)
         headers["X-Request-ID"] = request_id
+        if strip_auth:
+            headers.popall("Authorization", None)  # the user's API key is ours, not the nodes'
+
         served = await self.forwarder.forward(
             model,
             version,
@@ -191,3 +257,18 @@ class Gateway:
 
     def _schedulable(self) -> list[NodeView]:
         return [node for node in self.watcher.nodes if node.schedulable]
+
+
+def payment_required(exc: InsufficientCredit, model: str, request_id: str, top_up_hint: str) -> web.Response:
+    """402 with what is missing and how to top up, so that a script can act on it."""
+    body = {
+        "error": (
+            f"insufficient credit: model '{model}' costs {exc.price}, "
+            f"{exc.available} available, {exc.missing} missing. {top_up_hint}"
+        ),
+        "price": exc.price,
+        "available": exc.available,
+        "missing": exc.missing,
+        "top_up": top_up_hint,
+    }
+    return json_response(body, status=402, headers={"X-Request-ID": request_id})

@@ -14,6 +14,10 @@ from tritonfleet.gateway.app import Gateway
 from tritonfleet.gateway.ejection import Ejector
 from tritonfleet.gateway.forwarding import Forwarder
 from tritonfleet.gateway.metrics import GatewayMetrics
+from tritonfleet.gateway.payments import PaidPath
+from tritonfleet.payments.chain import connect
+from tritonfleet.payments.database import default_ledger_url
+from tritonfleet.payments.ledger import Ledger
 from tritonfleet.proxy import aclose_session, new_session
 from tritonfleet.scheduler.client import EmbeddedScheduler, RemoteScheduler, SchedulerClient
 from tritonfleet.scheduler.watch import NodeWatcher
@@ -54,10 +58,14 @@ async def create_app(config: FleetConfig) -> web.Application:
         )
     )
     forwarder = Forwarder(scheduler, session, ejector, metrics, gw.max_attempts)
+    paid = await start_paid_path(config) if config.payments.enabled else None
     app = web.Application(client_max_size=gw.max_body_bytes)
-    app.router.add_routes(Gateway(gw, forwarder, watcher, session, registry, metrics).routes())
+    app.router.add_routes(Gateway(gw, forwarder, watcher, session, registry, metrics, paid).routes())
 
     async def close(app: web.Application) -> None:
+        if paid is not None:
+            await paid.aclose()
+            paid.ledger.close()
         await scheduler.aclose()
         if gw.scheduler is SchedulerMode.REMOTE:
             await watcher.aclose()
@@ -67,6 +75,23 @@ async def create_app(config: FleetConfig) -> web.Application:
     app.on_cleanup.append(close)
     log.info("gateway ready", extra={"url": f"http://{gw.host}:{gw.port}", "scheduler": gw.scheduler})
     return app
+
+
+async def start_paid_path(config: FleetConfig) -> PaidPath:
+    ledger = Ledger.open(default_ledger_url(config))
+    chain = connect(config, signing=False)
+    hint = (
+        f"Deposit credit into the PaymentVault at {chain.deployment.vault} on chain {config.chain.chain_id}"
+    )
+    if config.chain.dev:
+        hint += f", or on this development chain: POST {token_manager_url(config)}/v1/faucet"
+    paid = PaidPath(config.payments, ledger, chain, hint + ".")
+    await paid.start()
+    return paid
+
+
+def token_manager_url(config: FleetConfig) -> str:
+    return f"http://{config.payments.host}:{config.payments.port}"
 
 
 def serve(config: FleetConfig) -> int:

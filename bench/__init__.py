@@ -1,0 +1,1 @@
+"""Benchmark scenarios; results in bench/results/."""

@@ -1,0 +1,486 @@
+"""Gateway overhead on tiny requests: wrk against Triton directly, the gateway in its three
+modes, a bare aiohttp proxy and nginx, all in front of the same single Triton node.
+
+    .venv/bin/python -m bench.overhead [--duration-s 5] [--rounds 3] [--only direct,gateway]
+                                       [--profile]
+
+Every target serves `POST /v2/models/simple/infer` with the same 16-int JSON body. Each is
+measured at saturation (`-t2 -c32`: requests per second) and closed-loop at low concurrency
+(`-c1`, `-c4`: p50/p99 latency; wrk has no fixed-rate mode and Debian has no wrk2). Rounds
+interleave the targets so that drift of the machine hits them alike; the table shows each
+figure's median over rounds. Everything runs on loopback on this machine, wrk and Triton
+included, so the proxies compete with them for the same cores: that is part of the overhead.
+
+Results go to `bench/results/overhead.json`; with `--profile`, py-spy's folded stacks of each
+Python process under saturation go to `bench/results/profile-<target>-<process>.txt`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+from tests.e2e.cluster import cluster
+from tritonfleet.net import free_port
+from tritonfleet.processes import ServiceProcess, die_with_parent
+from tritonfleet.up import LocalCluster
+
+RESULTS = Path(__file__).resolve().parent / "results"
+INFER_PATH = "/v2/models/simple/infer"
+BODY = json.dumps(
+    {
+        "inputs": [
+            {"name": "INPUT0", "shape": [1, 16], "datatype": "INT32", "data": list(range(16))},
+            {"name": "INPUT1", "shape": [1, 16], "datatype": "INT32", "data": [1] * 16},
+        ]
+    },
+    separators=(",", ":"),
+)
+# (name, wrk threads, connections): saturation, then two closed-loop latency loads.
+LOADS = (("saturation", 2, 32), ("c1", 1, 1), ("c4", 1, 4))
+TARGETS = ("direct", "gateway", "gateway_remote", "gateway_manager", "bare_aiohttp", "nginx")
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '%s'
+wrk.headers["Content-Type"] = "application/json"
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH {"requests":%%d,"duration_us":%%d,"p50_us":%%d,"p90_us":%%d,"p99_us":%%d,' ..
+    '"status_errors":%%d,"socket_errors":%%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), e.status, e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+NGINX_CONF = """
+worker_processes {workers};
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    client_max_body_size 64m;
+    client_body_buffer_size 1m;
+    upstream triton {{
+        server {upstream};
+        keepalive 64;
+    }}
+    server {{
+        listen {listen};
+        location / {{
+            proxy_pass http://triton;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+@dataclass
+class Run:
+    """One wrk run's figures."""
+
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    # CPU time (user + system) of the target's own processes per request; None for direct.
+    cpu_us_per_request: float | None = None
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    # The processes this target adds to the request path, {label: pid}: their CPU time is
+    # counted per request, and with --profile the Python ones are sampled.
+    pids: dict[str, int] = field(default_factory=dict)
+    python: bool = True
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def wait_infer_ok(url: str, timeout_s: float, proc: ServiceProcess | subprocess.Popen[bytes]) -> None:
+    """Until one infer through `url` answers 200 (the proxy is up and sees the node)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alive = proc.alive() if isinstance(proc, ServiceProcess) else proc.poll() is None
+        if not alive:
+            raise RuntimeError(f"the process behind {url} exited")
+        with contextlib.suppress(httpx.HTTPError):
+            answer = httpx.post(url + INFER_PATH, content=BODY, timeout=2.0)
+            if answer.status_code == 200:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not serve an infer within {timeout_s} s")
+
+
+@contextlib.contextmanager
+def service(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Iterator[ServiceProcess]:
+    proc = ServiceProcess(name, argv, env, log_dir / f"{name}.log")
+    try:
+        proc.start()
+        yield proc
+    finally:
+        proc.stop(timeout_s=15.0)
+
+
+@contextlib.contextmanager
+def extra_gateway(fleet: LocalCluster, name: str, **settings: str) -> Iterator[Target]:
+    """One more gateway process of the same cluster, with some [gateway] keys changed."""
+    port = free_port()
+    env = {**fleet.env, "TRITONFLEET_GATEWAY_PORT": str(port)}
+    env.update({f"TRITONFLEET_GATEWAY_{key.upper()}": value for key, value in settings.items()})
+    argv = [sys.executable, "-m", "tritonfleet", "gateway"]
+    with service(name, argv, env, fleet.state_dir / "logs") as proc:
+        url = f"http://127.0.0.1:{port}"
+        wait_infer_ok(url, 60.0, proc)
+        yield Target(name, url, {"gateway": proc.pid})
+
+
+@contextlib.contextmanager
+def bare_proxy(upstream: str, log_dir: Path) -> Iterator[Target]:
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.bare_proxy", "--port", str(port), "--upstream", upstream]
+    with service("bare_aiohttp", argv, dict(os.environ), log_dir) as proc:
+        url = f"http://127.0.0.1:{port}"
+        wait_infer_ok(url, 30.0, proc)
+        yield Target("bare_aiohttp", url, {"proxy": proc.pid})
+
+
+@contextlib.contextmanager
+def nginx(upstream: str, workers: int) -> Iterator[Target]:
+    """nginx in the foreground as our child, proxying with upstream keep-alive; stopped after."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="bench-nginx-") as tmp:
+        conf = Path(tmp) / "nginx.conf"
+        conf.write_text(
+            NGINX_CONF.format(
+                workers=workers,
+                tmp=tmp,
+                upstream=upstream.removeprefix("http://"),
+                listen=f"127.0.0.1:{port}",
+            )
+        )
+        argv = [binary, "-p", tmp, "-c", str(conf), "-e", f"{tmp}/error.log"]
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_infer_ok(url, 20.0, proc)
+            worker_pids = {f"worker-{i}": pid for i, pid in enumerate(children(proc.pid), start=1)}
+            yield Target("nginx", url, worker_pids, python=False)
+        finally:
+            # SIGTERM is nginx's fast shutdown; its workers share its process group.
+            proc.terminate()
+            try:
+                proc.wait(10.0)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+
+def cpu_s(pids: list[int]) -> float:
+    """User plus system CPU time the processes have used so far."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def wrk(
+    script: Path, url: str, threads: int, connections: int, duration_s: float, pids: list[int] | None = None
+) -> Run:
+    argv = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration_s:g}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(script),
+        url + INFER_PATH,
+    ]
+    cpu_before_s = cpu_s(pids or [])
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, preexec_fn=die_with_parent).stdout
+    cpu_used_s = cpu_s(pids or []) - cpu_before_s
+    line = next(line for line in out.splitlines() if line.startswith("BENCH "))
+    figures = json.loads(line.removeprefix("BENCH "))
+    return Run(
+        rps=round(figures["requests"] / (figures["duration_us"] / 1e6), 1),
+        p50_ms=figures["p50_us"] / 1000,
+        p90_ms=figures["p90_us"] / 1000,
+        p99_ms=figures["p99_us"] / 1000,
+        requests=figures["requests"],
+        errors=figures["status_errors"] + figures["socket_errors"],
+        cpu_us_per_request=round(cpu_used_s / figures["requests"] * 1e6, 1) if pids else None,
+    )
+
+
+def measure(targets: list[Target], script: Path, duration_s: float, rounds: int) -> dict[str, Any]:
+    """{target: {load: [Run per round]}}, the targets interleaved within each round."""
+    runs: dict[str, dict[str, list[Run]]] = {t.name: {load[0]: [] for load in LOADS} for t in targets}
+    for target in targets:
+        wrk(script, target.url, 2, 8, 1.0)  # warm-up: connections, caches, the JIT-less rest
+    for round_no in range(1, rounds + 1):
+        for target in targets:
+            for load, threads, connections in LOADS:
+                run = wrk(script, target.url, threads, connections, duration_s, list(target.pids.values()))
+                runs[target.name][load].append(run)
+                print(
+                    f"  round {round_no} {target.name:16} {load:10} {run.rps:9.0f} req/s "
+                    f"p50 {run.p50_ms:6.3f} ms  p99 {run.p99_ms:6.3f} ms  "
+                    f"cpu/req {run.cpu_us_per_request or 0:5.0f} µs  errors {run.errors}",
+                    flush=True,
+                )
+    return runs
+
+
+def median_run(runs: list[Run]) -> dict[str, Any]:
+    cpu = [r.cpu_us_per_request for r in runs if r.cpu_us_per_request is not None]
+    return {
+        "rps": round(statistics.median(r.rps for r in runs), 1),
+        "cpu_us_per_request": round(statistics.median(cpu), 1) if cpu else None,
+        "p50_ms": round(statistics.median(r.p50_ms for r in runs), 3),
+        "p99_ms": round(statistics.median(r.p99_ms for r in runs), 3),
+        "errors": sum(r.errors for r in runs),
+    }
+
+
+def summarize(runs: dict[str, dict[str, list[Run]]]) -> dict[str, dict[str, Any]]:
+    summary = {
+        name: {load: median_run(by_load[load]) for load, _, _ in LOADS} for name, by_load in runs.items()
+    }
+    direct, ngx = summary.get("direct"), summary.get("nginx")
+    for figures in summary.values():
+        rps = figures["saturation"]["rps"]
+        if direct:
+            figures["rps_vs_direct"] = round(rps / direct["saturation"]["rps"], 3)
+            for load in ("c1", "c4"):
+                added = figures[load]["p50_ms"] - direct[load]["p50_ms"]
+                figures[load]["p50_added_ms"] = round(added, 3)
+        if ngx:
+            figures["rps_vs_nginx"] = round(rps / ngx["saturation"]["rps"], 3)
+    return summary
+
+
+def table(summary: dict[str, dict[str, Any]]) -> str:
+    head = (
+        f"{'target':16} {'req/s':>7} {'/direct':>7} {'/nginx':>6} {'µs cpu':>6} │"
+        f" {'c1 p50':>6} {'p99':>6} {'+p50':>6} │ {'c4 p50':>6} {'p99':>6} {'+p50':>6}  (ms)"
+    )
+    lines = [head, "─" * len(head)]
+    for name, f in summary.items():
+        sat, c1, c4 = f["saturation"], f["c1"], f["c4"]
+        cpu = "" if sat["cpu_us_per_request"] is None else f"{sat['cpu_us_per_request']:.0f}"
+        lines.append(
+            f"{name:16} {sat['rps']:7.0f} {f.get('rps_vs_direct', 0):7.2f} {f.get('rps_vs_nginx', 0):6.2f}"
+            f" {cpu:>6} │ {c1['p50_ms']:6.3f} {c1['p99_ms']:6.3f} {c1.get('p50_added_ms', 0):+6.3f} │"
+            f" {c4['p50_ms']:6.3f} {c4['p99_ms']:6.3f} {c4.get('p50_added_ms', 0):+6.3f}"
+        )
+    lines.append("µs cpu: CPU time of the target's own processes per request at saturation")
+    errors = {name: sum(f[load]["errors"] for load, _, _ in LOADS) for name, f in summary.items()}
+    if any(errors.values()):
+        lines.append(f"NON-2xx OR SOCKET ERRORS: {errors}")
+    return "\n".join(lines)
+
+
+def profile(targets: list[Target], script: Path, duration_s: float) -> list[str]:
+    """py-spy's folded stacks of each Python process of each target, under saturation."""
+    py_spy = Path(sys.executable).parent / "py-spy"
+    written = []
+    for target in targets:
+        if not target.python:
+            continue
+        spies = []
+        for label, pid in target.pids.items():
+            path = RESULTS / f"profile-{target.name}-{label}.txt"
+            argv = [
+                str(py_spy),
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                f"{duration_s:.0f}",
+                "--format",
+                "raw",
+                "--rate",
+                "200",
+                "--nonblocking",
+                "--output",
+                str(path),
+            ]
+            spy = subprocess.Popen(
+                argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent
+            )
+            spies.append((spy, path))
+        if not spies:
+            continue
+        time.sleep(0.5)
+        wrk(script, target.url, 2, 32, duration_s)
+        for spy, path in spies:
+            spy.wait(duration_s + 30)
+            written.append(str(path))
+    return written
+
+
+# --- the whole run -----------------------------------------------------------------------------
+
+
+def environment() -> dict[str, Any]:
+    def version(argv: list[str]) -> str:
+        done = subprocess.run(argv, capture_output=True, text=True)
+        return (done.stdout + done.stderr).strip().splitlines()[0]
+
+    import aiohttp
+    import uvloop
+
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+        "uvloop": uvloop.__version__,
+        "nginx": version(["nginx", "-v"]),
+        "wrk": version(["wrk", "-v"]),
+        "kernel": platform.release(),
+    }
+
+
+def node_urls(fleet: LocalCluster) -> dict[str, str]:
+    [node] = httpx.get(f"{fleet.health_url}/v1/nodes", timeout=5.0).json()["nodes"]
+    return {"triton": node["triton_http_url"], "manager": node["manager_url"]}
+
+
+def run(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
+    wanted = set(args.only.split(",")) if args.only else set(TARGETS)
+    fleet = cluster(tmp, {"node-1": ["simple"]})
+    stack.callback(fleet.stop)
+    print("starting one Triton node, health checker, scheduler and gateway ...", flush=True)
+    fleet.start()
+    urls = node_urls(fleet)
+    logs = fleet.state_dir / "logs"
+    targets: dict[str, Target] = {
+        "direct": Target("direct", urls["triton"]),
+        "gateway": Target("gateway", fleet.gateway_url, {"gateway": fleet.gateway.pid}),
+    }
+    if "gateway_remote" in wanted:
+        target = stack.enter_context(extra_gateway(fleet, "gateway_remote", scheduler="remote"))
+        targets["gateway_remote"] = target
+        target.pids["scheduler"] = fleet.scheduler.pid
+    if "gateway_manager" in wanted:
+        target = stack.enter_context(extra_gateway(fleet, "gateway_manager", node_route="manager"))
+        targets["gateway_manager"] = target
+        target.pids["manager"] = fleet.nodes["node-1"].pid
+    if "bare_aiohttp" in wanted:
+        targets["bare_aiohttp"] = stack.enter_context(bare_proxy(urls["triton"], logs))
+    if "nginx" in wanted:
+        targets["nginx"] = stack.enter_context(nginx(urls["triton"], args.nginx_workers))
+    chosen = [targets[name] for name in TARGETS if name in wanted and name in targets]
+
+    script = tmp / "infer.lua"
+    script.write_text(WRK_SCRIPT % BODY)
+    print(f"measuring {', '.join(t.name for t in chosen)}: {args.rounds} rounds of {args.duration_s:g} s")
+    runs = measure(chosen, script, args.duration_s, args.rounds)
+    summary = summarize(runs)
+    print()
+    print(table(summary))
+    result: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "environment": environment(),
+        "settings": {
+            "duration_s": args.duration_s,
+            "rounds": args.rounds,
+            "loads": [{"name": n, "threads": t, "connections": c} for n, t, c in LOADS],
+            "nginx_workers": args.nginx_workers,
+            "body_bytes": len(BODY),
+        },
+        "summary": summary,
+        "runs": {
+            name: {load: [asdict(r) for r in rs] for load, rs in by_load.items()}
+            for name, by_load in runs.items()
+        },
+    }
+    if args.profile:
+        print("\nprofiling under saturation ...", flush=True)
+        result["profiles"] = profile(chosen, script, args.duration_s)
+        print("\n".join(result["profiles"]))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration-s", type=float, default=5.0, help="seconds of each wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over every target (median shown)")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(TARGETS)}")
+    parser.add_argument("--nginx-workers", type=int, default=1, help="1: one core, as the gateway")
+    parser.add_argument("--profile", action="store_true", help="also record py-spy profiles")
+    parser.add_argument("--output", type=Path, default=RESULTS / "overhead.json")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install wrk nginx)", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    RESULTS.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp, contextlib.ExitStack() as stack:
+        try:
+            result = run(args, Path(tmp), stack)
+        except KeyboardInterrupt:
+            print("interrupted; stopping everything", file=sys.stderr)
+            return 130
+        finally:
+            # Ctrl-C again while stopping must not leave children behind.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

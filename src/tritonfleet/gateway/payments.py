@@ -1,0 +1,155 @@
+"""The gateway's paid path: authenticate the API key, hold the price, charge on success.
+
+Per request everything happens in memory (key lookup, price, the CreditBook's check); the only
+I/O is the durable charge of a successful inference, group-committed with the charges of the
+requests around it. A background refresh brings the book in step with the ledger (other
+gateways' charges, settlements) and the chain (deposits, withdrawals) once per `refresh_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from tritonfleet.config import PaymentsConfig
+from tritonfleet.payments.chain import Chain, ChainError
+from tritonfleet.payments.charge_writer import ChargeWriter
+from tritonfleet.payments.credit import CreditBook, CreditSnapshot, Reservation
+from tritonfleet.payments.ledger import Ledger
+from tritonfleet.payments.money import Credit
+from tritonfleet.payments.records import NewCharge
+from tritonfleet.payments.signin import hash_api_key
+
+log = logging.getLogger(__name__)
+
+REFRESH_S = 1.0
+
+
+class Unauthorized(Exception):
+    status = 401
+
+
+@dataclass(frozen=True)
+class Charged:
+    amount: Credit
+    remaining: Credit
+
+
+@dataclass(frozen=True)
+class ChainView:
+    deposits: dict[str, Credit]
+    pending_withdrawals: dict[str, Credit]
+
+
+class PaidPath:
+    """API keys, prices and credit for one gateway process."""
+
+    def __init__(self, config: PaymentsConfig, ledger: Ledger, chain: Chain, top_up_hint: str) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.chain = chain
+        self.top_up_hint = top_up_hint
+        self.book = CreditBook()
+        self.writer = ChargeWriter(ledger)
+        self._accounts_by_key_hash: dict[str, str] = {}
+        # Charges committed here since the ledger was last read, added to what it says: the
+        # read may have missed them, and counting a charge twice only errs on the safe side.
+        self._committed_since_read: Counter[str] = Counter()
+        self._refresher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.writer.start()
+        await self.refresh()
+        self._refresher = asyncio.create_task(self._refresh_forever(), name="paid path refresh")
+
+    async def aclose(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
+        await self.writer.aclose()
+
+    def authenticate(self, authorization: str | None) -> str:
+        """The account of a valid, unrevoked API key."""
+        scheme, _, key = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not key:
+            raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>'")
+        account = self._accounts_by_key_hash.get(hash_api_key(key.strip()))
+        if account is None:
+            raise Unauthorized("unknown or revoked API key")
+        return account
+
+    def price(self, model: str, version: str | None) -> Credit:
+        prices = self.config.prices
+        if version is not None and f"{model}:{version}" in prices:
+            return Credit(prices[f"{model}:{version}"])
+        return Credit(prices.get(model, self.config.default_price))
+
+    def reserve(self, account: str, request_id: str, model: str, version: str | None) -> Reservation:
+        return self.book.reserve(account, request_id, self.price(model, version))
+
+    async def charge(self, reservation: Reservation, model: str, version: str | None) -> Charged:
+        """Durably charge a served request; a request id charged before is not charged again."""
+        try:
+            new = await self.writer.commit(
+                NewCharge(
+                    reservation.request_id, reservation.account, model, version or "", reservation.amount
+                )
+            )
+        except BaseException:
+            self.book.release(reservation)
+            raise
+        if new:
+            self.book.commit(reservation)
+            self._committed_since_read[reservation.account] += reservation.amount
+        else:
+            self.book.release(reservation)
+        amount = reservation.amount if new else Credit(0)
+        return Charged(amount, self.book.available(reservation.account))
+
+    def snapshot(self, account: str) -> CreditSnapshot:
+        return self.book.snapshot(account)
+
+    async def refresh(self) -> None:
+        """Reload keys and unsettled sums from the ledger, then deposits from the chain.
+
+        The ledger is read before the chain, so that a batch settling in between is counted
+        against the user twice for a moment (safe), never not at all.
+        """
+        self._committed_since_read.clear()
+        keys, unsettled = await asyncio.to_thread(self._read_ledger)
+        self._accounts_by_key_hash = keys
+        self.book.load_unsettled(
+            {
+                a: Credit(unsettled.get(a, 0) + self._committed_since_read[a])
+                for a in {*unsettled, *keys.values()}
+            }
+        )
+        try:
+            view = await asyncio.to_thread(self._read_chain, set(keys.values()))
+        except ChainError as exc:
+            # Keep serving within each user's last known credit; charges queue in the ledger.
+            log.warning("chain unreachable; using last known deposits", extra={"error": str(exc)})
+            return
+        for account, deposit in view.deposits.items():
+            self.book.set_deposit(account, deposit)
+        for account, pending in view.pending_withdrawals.items():
+            self.book.set_pending_withdrawal(account, pending)
+
+    def _read_ledger(self) -> tuple[dict[str, str], Mapping[str, Credit]]:
+        return self.ledger.all_active_keys(), self.ledger.unsettled_by_account()
+
+    def _read_chain(self, accounts: set[str]) -> ChainView:
+        deposits = {account: self.chain.deposit_of(account) for account in accounts}
+        pending = {account: self.chain.pending_withdrawal_of(account).amount for account in accounts}
+        return ChainView(deposits, pending)
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            try:
+                await self.refresh()
+            except Exception:
+                log.warning("paid path refresh failed; retrying", exc_info=True)
