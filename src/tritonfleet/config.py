@@ -166,6 +166,8 @@ class PaymentsConfig(Section):
     host: str = "127.0.0.1"
     port: int = 8083
     challenge_ttl_s: float = 300.0
+    # The gateway holding reservations in flight, which balances subtract; empty: none.
+    gateway_url: str = "http://127.0.0.1:8080"
 
 
 class ChainConfig(Section):

@@ -20,16 +20,25 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import URL
 
+from tritonfleet.config import FleetConfig
+
 SCRIPT_LOCATION = "tritonfleet.payments:migrations"
 BUSY_TIMEOUT_S = 10.0
 # Execution option that makes the SQLite begin hook take the write lock at once.
 _WRITE = "tritonfleet_write"
 # Any fixed number: the key of the advisory lock under which PostgreSQL migrations run.
 _MIGRATION_LOCK = 0x7472_6974_6F6E
+# Relative to the working directory, beside the rest of `make up`'s state.
+DEFAULT_LEDGER_FILE = Path(".tritonfleet/ledger.sqlite")
 
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
+
+
+def default_ledger_url(config: FleetConfig) -> str:
+    """`payments.ledger_url`, or when empty the SQLite file that every local service shares."""
+    return config.payments.ledger_url or sqlite_url(DEFAULT_LEDGER_FILE)
 
 
 def create_ledger_engine(url: str) -> Engine:

@@ -104,6 +104,12 @@ class Ledger:
         with self._engine.connect() as connection:
             return {account: Credit(int(total)) for account, total in connection.execute(query)}
 
+    def committed_count(self) -> int:
+        """Charges waiting for a batch: the settler settles early once enough wait."""
+        query = select(func.count()).select_from(ChargeRow).where(ChargeRow.state == ChargeState.COMMITTED)
+        with self._engine.connect() as connection:
+            return int(connection.scalar(query) or 0)
+
     def usage(self, account: str, limit: int = 100, before: UsageCursor | None = None) -> list[Charge]:
         """The account's charges, newest first; `before` is the last one's `cursor`."""
         query = (

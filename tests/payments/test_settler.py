@@ -1,0 +1,143 @@
+"""The settler against a real anvil and a real ledger: exactly once, whatever crashes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.payments.devnet import deployed_chain, depositor, new_anvil
+from tritonfleet.payments.anvil import Anvil
+from tritonfleet.payments.chain import BatchId
+from tritonfleet.payments.database import sqlite_url
+from tritonfleet.payments.devchain import DevChain
+from tritonfleet.payments.ledger import Ledger
+from tritonfleet.payments.money import Credit
+from tritonfleet.payments.records import NewCharge
+from tritonfleet.payments.settler import Settler
+from tritonfleet.payments.states import BatchState
+
+
+@pytest.fixture(scope="module")
+def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Anvil]:
+    with new_anvil(tmp_path_factory.mktemp("anvil")) as running:
+        yield running
+
+
+@pytest.fixture
+def chain(anvil: Anvil) -> DevChain:
+    return deployed_chain(anvil)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    with Ledger.open(sqlite_url(tmp_path / "ledger.sqlite")) as opened:
+        yield opened
+
+
+class Crash(Exception):
+    """Stands for the process dying at that point: nothing after it runs."""
+
+
+class CrashAfterSend(DevChain):
+    """The real chain, but the settler 'dies' right after its settle transaction is sent."""
+
+    def settle(
+        self,
+        batch_id: BatchId,
+        accounts: Sequence[str],
+        amounts: Sequence[Credit],
+        nonce: int | None = None,
+        replaces: str | None = None,
+    ) -> str:
+        super().settle(batch_id, accounts, amounts, nonce, replaces)
+        raise Crash
+
+
+def crashing(chain: DevChain) -> CrashAfterSend:
+    crash = CrashAfterSend(chain.rpc_url, chain.chain_id, chain.operator, poll_interval_s=0.02)
+    crash.use(chain.deployment)
+    return crash
+
+
+def charge(ledger: Ledger, account: str, *amounts: int) -> None:
+    start = len(ledger.usage(account, limit=10**6))
+    ledger.record_committed(
+        [
+            NewCharge(f"{account}-{start + i}", account, "simple", "1", Credit(a))
+            for i, a in enumerate(amounts)
+        ]
+    )
+
+
+def test_committed_charges_settle_in_one_batch_and_leave_the_deposits(
+    chain: DevChain, ledger: Ledger
+) -> None:
+    alice, bob = depositor(chain, 100), depositor(chain, 100)
+    charge(ledger, alice.address, 1, 2, 3)
+    charge(ledger, bob.address, 5)
+    assert Settler(ledger, chain, max_charges=1000).settle_pending() == 1
+    assert chain.deposit_of(alice.address) == 94 and chain.deposit_of(bob.address) == 95
+    (batch,) = ledger.settlements()
+    assert batch.state is BatchState.CONFIRMED and batch.tx_hash
+    assert chain.is_settled(batch.batch_id)
+    assert ledger.unsettled_by_account() == {}
+
+
+def test_one_transaction_per_inference_when_batches_hold_one_charge(chain: DevChain, ledger: Ledger) -> None:
+    alice = depositor(chain, 100)
+    charge(ledger, alice.address, 1, 1, 1)
+    assert Settler(ledger, chain, max_charges=1).settle_pending() == 3
+    assert len({batch.tx_hash for batch in ledger.settlements()}) == 3
+
+
+def test_a_crash_between_sending_and_marking_settles_exactly_once(chain: DevChain, ledger: Ledger) -> None:
+    alice = depositor(chain, 100)
+    charge(ledger, alice.address, 7)
+    with pytest.raises(Crash):
+        Settler(ledger, crashing(chain), max_charges=1000).settle_pending()
+    (unfinished,) = ledger.unfinished_batches()
+    assert unfinished.state is BatchState.BUILDING, "the crash came before the hash was recorded"
+    restarted = Settler(ledger, chain, max_charges=1000)
+    assert restarted.settle_pending() == 1
+    assert chain.deposit_of(alice.address) == 93, "charged once, not twice"
+    settled = [e for e in chain.settled_events() if e.batch_id == unfinished.batch_id]
+    assert len(settled) == 1
+
+
+def test_a_crash_with_the_transaction_still_pending_settles_exactly_once(
+    chain: DevChain, ledger: Ledger
+) -> None:
+    alice = depositor(chain, 100)
+    charge(ledger, alice.address, 4)
+    chain.set_automine(False)
+    try:
+        with pytest.raises(Crash):
+            Settler(ledger, crashing(chain), max_charges=1000).settle_pending()
+        chain.mine()  # the lost transaction lands while the settler is down
+        assert Settler(ledger, chain, max_charges=1000).settle_pending() == 1
+    finally:
+        chain.set_automine(True)
+    assert chain.deposit_of(alice.address) == 96
+    assert ledger.settlements()[0].state is BatchState.CONFIRMED
+
+
+def test_charges_queue_while_the_chain_is_down_and_settle_when_it_is_back(
+    tmp_path: Path, ledger: Ledger
+) -> None:
+    anvil = new_anvil(tmp_path)
+    anvil.start()
+    try:
+        chain = deployed_chain(anvil)
+        alice = depositor(chain, 100)
+        anvil.stop()
+        charge(ledger, alice.address, 2, 3)
+        settler = Settler(ledger, chain, max_charges=1000)
+        assert settler.settle_pending() == 0
+        assert ledger.unsettled_by_account() == {alice.address: 5}, "nothing is lost meanwhile"
+        anvil.start()
+        assert settler.settle_pending() == 1
+        assert chain.deposit_of(alice.address) == 95
+    finally:
+        anvil.stop()
