@@ -56,6 +56,15 @@ BODY = json.dumps(
 # (name, wrk threads, connections): saturation, then two closed-loop latency loads.
 LOADS = (("saturation", 2, 32), ("c1", 1, 1), ("c4", 1, 4))
 TARGETS = ("direct", "gateway", "gateway_remote", "gateway_manager", "bare_aiohttp", "nginx")
+# server/client/loop of the bare proxies that --stacks adds; the first is the gateway's own.
+STACKS = (
+    "aiohttp/aiohttp/uvloop",
+    "aiohttp/aiohttp/asyncio",
+    "aiohttp/httpx/uvloop",
+    "aiohttp/raw/uvloop",
+    "raw/aiohttp/uvloop",
+    "raw/raw/uvloop",
+)
 
 WRK_SCRIPT = """
 wrk.method = "POST"
@@ -173,13 +182,17 @@ def extra_gateway(fleet: LocalCluster, name: str, **settings: str) -> Iterator[T
 
 
 @contextlib.contextmanager
-def bare_proxy(upstream: str, log_dir: Path) -> Iterator[Target]:
+def bare_proxy(upstream: str, log_dir: Path, stack: str = "aiohttp/aiohttp/uvloop") -> Iterator[Target]:
+    """`bench.bare_proxy` with a server/client/loop stack; the gateway's own is the default."""
+    server, client, loop = stack.split("/")
+    name = "bare_aiohttp" if stack == STACKS[0] else f"bare_{server}_{client}_{loop}"
     port = free_port()
     argv = [sys.executable, "-m", "bench.bare_proxy", "--port", str(port), "--upstream", upstream]
-    with service("bare_aiohttp", argv, dict(os.environ), log_dir) as proc:
+    argv += ["--server", server, "--client", client, "--loop", loop]
+    with service(name, argv, dict(os.environ), log_dir) as proc:
         url = f"http://127.0.0.1:{port}"
         wait_infer_ok(url, 30.0, proc)
-        yield Target("bare_aiohttp", url, {"proxy": proc.pid})
+        yield Target(name, url, {"proxy": proc.pid})
 
 
 @contextlib.contextmanager
@@ -419,9 +432,12 @@ def run(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> dic
         target.pids["manager"] = fleet.nodes["node-1"].pid
     if "bare_aiohttp" in wanted:
         targets["bare_aiohttp"] = stack.enter_context(bare_proxy(urls["triton"], logs))
+    for other in STACKS[1:] if args.stacks else ():
+        target = stack.enter_context(bare_proxy(urls["triton"], logs, other))
+        targets[target.name] = target
     if "nginx" in wanted:
         targets["nginx"] = stack.enter_context(nginx(urls["triton"], args.nginx_workers))
-    chosen = [targets[name] for name in TARGETS if name in wanted and name in targets]
+    chosen = [target for name, target in targets.items() if name in wanted or name.startswith("bare_")]
 
     script = tmp / "infer.lua"
     script.write_text(WRK_SCRIPT % BODY)
@@ -460,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(TARGETS)}")
     parser.add_argument("--nginx-workers", type=int, default=1, help="1: one core, as the gateway")
     parser.add_argument("--profile", action="store_true", help="also record py-spy profiles")
+    parser.add_argument("--stacks", action="store_true", help=f"also bare proxies on {', '.join(STACKS[1:])}")
     parser.add_argument("--output", type=Path, default=RESULTS / "overhead.json")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from tritonfleet.config import FleetConfig, NodeConfig, to_env
+from tritonfleet.devaccount import DEV_ENV_FILE, ensure_dev_key
 from tritonfleet.processes import ServiceProcess, wait_http_ok
 from tritonfleet.protocol import NodeView
 
@@ -59,12 +60,17 @@ class LocalCluster:
         self.env = {**os.environ, **to_env(config)}
         # The gateway asks the scheduler this cluster runs, wherever its port was moved.
         self.env["TRITONFLEET_GATEWAY_SCHEDULER_URL"] = self.scheduler_url
+        self.env["TRITONFLEET_PAYMENTS_GATEWAY_URL"] = self.gateway_url
         if config.cluster.token is None and config.cluster.token_file is None:
             self.env["TRITONFLEET_CLUSTER_TOKEN_FILE"] = str(ensure_token(state_dir).resolve())
         self.health = self._service("health-checker")
         self.scheduler = self._service("scheduler")
         self.gateway = self._service("gateway")
         self.nodes = {spec.node_id: self._node(spec) for spec in self.node_specs}
+        paid = config.payments.enabled
+        self.chain = self._service("chain") if paid and config.chain.dev else None
+        self.token_manager = self._service("token-manager") if paid else None
+        self.settler = self._service("settler") if paid else None
 
     @property
     def gateway_url(self) -> str:
@@ -75,18 +81,37 @@ class LocalCluster:
         return f"http://{self.config.scheduler.host}:{self.config.scheduler.port}"
 
     @property
+    def token_manager_url(self) -> str:
+        return f"http://{self.config.payments.host}:{self.config.payments.port}"
+
+    @property
     def health_url(self) -> str:
         return self.config.cluster.health_urls[0]
 
     def processes(self) -> list[ServiceProcess]:
-        return [self.health, self.scheduler, *self.nodes.values(), self.gateway]
+        """In start order; stopped in reverse."""
+        return [proc for tier in self._tiers() for proc in tier]
+
+    def _tiers(self) -> list[list[ServiceProcess]]:
+        """Groups started in this order (each needs the ones before) and stopped in reverse."""
+        payments = [p for p in (self.token_manager, self.settler) if p is not None]
+        chain = [self.chain] if self.chain is not None else []
+        return [[self.health], chain, [self.scheduler, *payments], list(self.nodes.values()), [self.gateway]]
 
     def start(self, timeout_s: float = 180.0) -> None:
         deadline = time.monotonic() + timeout_s
         self.health.start()
         wait_http_ok(f"{self.health_url}/healthz", timeout_s, self.health)
+        if self.chain is not None:
+            self.chain.start()
+            self._wait(self._chain_deployed, timeout_s, "the chain did not come up", self.chain)
         for proc in (self.scheduler, *self.nodes.values(), self.gateway):
             proc.start()
+        for extra in (self.token_manager, self.settler):
+            if extra is not None:
+                extra.start()
+        if self.token_manager is not None:
+            wait_http_ok(f"{self.token_manager_url}/healthz", timeout_s, self.token_manager)
         wait_http_ok(f"{self.scheduler_url}/healthz", timeout_s, self.scheduler)
         wait_http_ok(f"{self.gateway_url}/healthz", timeout_s, self.gateway)
         for node_id in self.nodes:
@@ -114,7 +139,7 @@ class LocalCluster:
     def stop(self) -> None:
         """Reverse order: the entry point first, so no new request reaches a stopping node;
         the nodes drain side by side."""
-        for tier in ([self.gateway], list(self.nodes.values()), [self.scheduler], [self.health]):
+        for tier in reversed(self._tiers()):
             for proc in tier:
                 proc.signal(signal.SIGTERM)
             for proc in tier:
@@ -136,6 +161,18 @@ class LocalCluster:
         argv = [sys.executable, "-m", "tritonfleet", "node"]
         return ServiceProcess(spec.node_id, argv, env, self.state_dir / "logs" / f"{spec.node_id}.log")
 
+    def _chain_deployed(self) -> bool:
+        """The dev chain answers JSON-RPC and its deployment file is written."""
+        try:
+            answer = httpx.post(
+                self.config.chain.rpc_url,
+                json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"},
+                timeout=1.0,
+            )
+        except httpx.HTTPError:
+            return False
+        return answer.status_code == 200 and self.config.chain.deployment_file.exists()
+
     @staticmethod
     def _schedulable(url: str) -> set[str]:
         try:
@@ -156,29 +193,40 @@ class LocalCluster:
             time.sleep(0.1)
 
 
-def banner(cluster: LocalCluster) -> str:
+def banner(cluster: LocalCluster, api_key: str | None = None) -> str:
     url = cluster.gateway_url
     host_port = url.removeprefix("http://")
     tensors = [("INPUT0", list(range(16))), ("INPUT1", [1] * 16)]
     inputs = [{"name": name, "shape": [1, 16], "datatype": "INT32", "data": data} for name, data in tensors]
     body = json.dumps({"inputs": inputs}, separators=(",", ":"))
+    auth_header, auth_arg, paid = "", "", ""
+    if api_key is not None:
+        env_file = cluster.state_dir / DEV_ENV_FILE
+        auth_header = ' -H "Authorization: Bearer $TRITONFLEET_API_KEY"'
+        auth_arg = ', headers={"Authorization": "Bearer " + os.environ["TRITONFLEET_API_KEY"]}'
+        paid = f"""
+  payments                  on: each inference is charged to the development account
+  token manager             {cluster.token_manager_url}   (keys, balance, usage, faucet)
+  chain (anvil)             {cluster.config.chain.rpc_url}
+  API key                   in {env_file}; first run:  set -a; . {env_file}; set +a
+"""
     return f"""
 TritonFleet is up: {len(cluster.nodes)} Triton nodes behind the gateway.
 
   gateway (KServe v2 HTTP)  {url}
-  health checker            {cluster.health_url}
+  health checker            {cluster.health_url}{paid}
   logs                      {cluster.state_dir / "logs"}/
 
 Try it:
-  curl -s {url}/v2/models/simple/infer -H 'Content-Type: application/json' -d '{body}'
+  curl -s {url}/v2/models/simple/infer{auth_header} -H 'Content-Type: application/json' -d '{body}'
 
   .venv/bin/python - <<'PY'
-import numpy as np, tritonclient.http as httpclient
+import os, numpy as np, tritonclient.http as httpclient
 client = httpclient.InferenceServerClient("{host_port}")
 a = np.arange(16, dtype=np.int32).reshape(1, 16); b = np.ones((1, 16), dtype=np.int32)
 inputs = [httpclient.InferInput(name, [1, 16], "INT32") for name in ("INPUT0", "INPUT1")]
 inputs[0].set_data_from_numpy(a); inputs[1].set_data_from_numpy(b)
-print(client.infer("simple", inputs).as_numpy("OUTPUT0"))
+print(client.infer("simple", inputs{auth_arg}).as_numpy("OUTPUT0"))
 PY
 
   .venv/bin/tritonfleet status      (the table of nodes)
@@ -198,14 +246,17 @@ def serve(config: FleetConfig) -> int:
     print(f"Starting a local cluster; logs in {STATE_DIR / 'logs'}/ ...", flush=True)
     try:
         cluster.start()
-        print(banner(cluster), flush=True)
+        api_key = None
+        if cluster.token_manager is not None and config.chain.dev:
+            _, api_key = ensure_dev_key(STATE_DIR, cluster.token_manager_url)
+        print(banner(cluster, api_key), flush=True)
         while not (dead := cluster.died()):
             time.sleep(0.5)
         print(f"{dead[0].name} exited; its log ends:\n{dead[0].tail()}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
-    except (RuntimeError, TimeoutError) as exc:
+    except (RuntimeError, TimeoutError, httpx.HTTPError) as exc:
         print(f"tritonfleet up: {exc}", file=sys.stderr)
         return 1
     finally:

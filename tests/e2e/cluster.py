@@ -36,6 +36,25 @@ def repository(root: Path, models: Iterable[str]) -> Path:
     return root
 
 
+def paid_sections(tmp_path: Path, ledger_url: str = "") -> dict[str, dict[str, Any]]:
+    """Payments on, with the chain, ledger and token manager of this test alone."""
+    chain_port, token_manager_port = free_port(), free_port()
+    return {
+        "payments": {
+            "enabled": True,
+            "ledger_url": ledger_url or f"sqlite:///{tmp_path / 'ledger.sqlite'}",
+            "port": token_manager_port,
+            "settle_interval_s": 1.0,
+        },
+        "chain": {
+            "port": chain_port,
+            "rpc_url": f"http://127.0.0.1:{chain_port}",
+            "state_file": str(tmp_path / "chain" / "state.json"),
+            "deployment_file": str(tmp_path / "chain" / "deployment.json"),
+        },
+    }
+
+
 def fleet_config(tmp_path: Path, **sections: dict[str, Any]) -> FleetConfig:
     """Defaults, free ports for every service, then the given section overrides."""
     health_port = free_port()
@@ -45,6 +64,7 @@ def fleet_config(tmp_path: Path, **sections: dict[str, Any]) -> FleetConfig:
         "scheduler": {"port": free_port()},
         "gateway": {"port": free_port()},
         "node": {"drain_timeout_s": 10.0},
+        "payments": {"enabled": False},
     }
     for section, values in sections.items():
         overrides.setdefault(section, {}).update(values)

@@ -27,8 +27,8 @@ def compare(
 ) -> list[str]:
     """Every way the ledger and the chain disagree, one line each."""
     on_chain: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for event in charged:
-        on_chain[event.batch_id][event.account.lower()] += event.amount
+    for charge in charged:
+        on_chain[charge.batch_id][charge.account.lower()] += charge.amount
     settled_ids = {event.batch_id for event in settled}
     problems = []
     by_id = {batch.batch_id: batch for batch in batches}
@@ -52,10 +52,10 @@ def compare(
                     )
     for batch_id in sorted(settled_ids - by_id.keys()):
         problems.append(f"batch {batch_id}: settled on chain, unknown to the ledger")
-    for event in shortfalls:
+    for short in shortfalls:
         problems.append(
-            f"batch {event.batch_id}: account {event.account} owed {event.wanted}, "
-            f"its deposit paid {event.taken} (shortfall {event.wanted - event.taken})"
+            f"batch {short.batch_id}: account {short.account} owed {short.wanted}, "
+            f"its deposit paid {short.taken} (shortfall {short.wanted - short.taken})"
         )
     return problems
 

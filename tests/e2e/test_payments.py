@@ -1,0 +1,183 @@
+"""Pay-per-inference end to end: a real chain, token manager, settler, gateway and Triton node."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+
+from tests.e2e.cluster import cluster, paid_sections, simple_body
+from tritonfleet.config import to_env
+from tritonfleet.payments.chain import Chain, connect
+from tritonfleet.payments.ledger import Ledger
+from tritonfleet.payments.states import BatchState
+from tritonfleet.up import LocalCluster
+
+PRICE = 1  # `simple`'s price in the default config
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    tmp = tmp_path_factory.mktemp("paid")
+    local = cluster(tmp, {"node-1": ["simple"]}, **paid_sections(tmp))
+    try:
+        local.start()
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture(scope="module")
+def chain(fleet: LocalCluster) -> Chain:
+    return connect(fleet.config, signing=False)
+
+
+def sign_in(fleet: LocalCluster, user: LocalAccount) -> str:
+    tm = fleet.token_manager_url
+    message = httpx.post(f"{tm}/v1/auth/challenge", json={"address": user.address}).json()["message"]
+    signature = Account.sign_message(encode_defunct(text=message), user.key).signature.to_0x_hex()
+    answer = httpx.post(
+        f"{tm}/v1/auth/verify", json={"address": user.address, "message": message, "signature": signature}
+    )
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["api_key"])
+
+
+def funded_user(fleet: LocalCluster, credit: int) -> tuple[LocalAccount, str]:
+    user: LocalAccount = Account.create()
+    key = sign_in(fleet, user)
+    if credit:
+        topped = httpx.post(
+            f"{fleet.token_manager_url}/v1/faucet",
+            json={"address": user.address, "amount": credit},
+            timeout=60,
+        )
+        assert topped.status_code == 200, topped.text
+    wait_for(lambda: infer(fleet, key).status_code != 401, "the gateway learns the new key")
+    return user, key
+
+
+def infer(fleet: LocalCluster, key: str | None, request_id: str | None = None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    if request_id:
+        headers["X-Request-ID"] = request_id
+    return httpx.post(f"{fleet.gateway_url}/v2/models/simple/infer", json=simple_body(1), headers=headers)
+
+
+def wait_for(done: object, what: str, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.1)
+
+
+def ledger(fleet: LocalCluster) -> Ledger:
+    return Ledger.open(fleet.config.payments.ledger_url)
+
+
+def test_a_paid_inference_is_charged_settled_on_chain_and_balances_agree(
+    fleet: LocalCluster, chain: Chain
+) -> None:
+    user, key = funded_user(fleet, credit=100)
+    wait_for(lambda: infer(fleet, key, "probe-" + user.address).status_code == 200, "the deposit is seen")
+    answer = infer(fleet, key, "paid-1")
+    assert answer.status_code == 200
+    assert answer.headers["X-Tritonfleet-Charge"] == str(PRICE)
+    assert int(answer.headers["X-Tritonfleet-Credit-Remaining"]) == 100 - 2 * PRICE
+    with ledger(fleet) as book:
+        charges = {charge.request_id: charge for charge in book.usage(user.address)}
+        assert charges["paid-1"].amount == PRICE
+        wait_for(
+            lambda: (
+                all(b.state is BatchState.CONFIRMED for b in book.settlements(user.address))
+                and book.unsettled_by_account().get(user.address, 0) == 0
+            ),
+            "the settler settles",
+        )
+        assert all(batch.tx_hash for batch in book.settlements(user.address))
+    assert chain.deposit_of(user.address) == 100 - 2 * PRICE
+    balance = httpx.get(
+        f"{fleet.token_manager_url}/v1/balance", headers={"Authorization": f"Bearer {key}"}
+    ).json()
+    assert balance["deposit"] == 98 and balance["unsettled"] == 0 and balance["available"] == 98
+
+
+def test_a_retried_request_id_is_never_charged_twice(fleet: LocalCluster) -> None:
+    _, key = funded_user(fleet, credit=10)
+    wait_for(lambda: infer(fleet, key, "warm-up").status_code == 200, "the deposit is seen")
+    first, again = infer(fleet, key, "same-id"), infer(fleet, key, "same-id")
+    assert first.status_code == again.status_code == 200
+    assert first.headers["X-Tritonfleet-Charge"] == "1" and again.headers["X-Tritonfleet-Charge"] == "0"
+
+
+def test_no_key_or_a_wrong_key_gets_401(fleet: LocalCluster) -> None:
+    for key in (None, "tf_not-a-key"):
+        answer = infer(fleet, key)
+        assert answer.status_code == 401 and answer.headers["WWW-Authenticate"] == "Bearer"
+        assert "API key" in answer.json()["error"]
+
+
+def test_no_credit_gets_402_saying_what_is_missing_and_how_to_top_up(fleet: LocalCluster) -> None:
+    _, key = funded_user(fleet, credit=0)
+    answer = infer(fleet, key)
+    assert answer.status_code == 402
+    body = answer.json()
+    assert body["missing"] == PRICE and body["available"] == 0
+    assert "faucet" in body["top_up"] and "PaymentVault" in body["top_up"]
+
+
+def test_a_revoked_key_is_refused(fleet: LocalCluster) -> None:
+    _, key = funded_user(fleet, credit=10)
+    headers = {"Authorization": f"Bearer {key}"}
+    (listed,) = httpx.get(f"{fleet.token_manager_url}/v1/keys", headers=headers).json()
+    assert httpx.delete(
+        f"{fleet.token_manager_url}/v1/keys/{listed['key_id']}", headers=headers
+    ).status_code in (
+        200,
+        204,
+    )
+    wait_for(lambda: infer(fleet, key).status_code == 401, "the gateway drops the revoked key")
+
+
+def test_concurrent_paid_requests_never_overspend_and_everything_settles(
+    fleet: LocalCluster, chain: Chain
+) -> None:
+    deposit, per_account, accounts = 30, 50, 10
+    users = [funded_user(fleet, credit=deposit) for _ in range(accounts)]
+    for _, key in users:
+        wait_for(lambda key=key: infer(fleet, key, f"seen-{key[-8:]}").status_code == 200, "deposits seen")
+    jobs = [(user, key, f"load-{user.address}-{i}") for user, key in users for i in range(per_account)]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda job: (job[0].address, infer(fleet, job[1], job[2]).status_code), jobs))
+    assert {status for _, status in answers} <= {200, 402}
+    served = {user.address: 0 for user, _ in users}
+    for address, status in answers:
+        served[address] += status == 200
+    for address, count in served.items():
+        assert count == deposit - 1, f"{address}: served exactly what its deposit pays for"
+    with ledger(fleet) as book:
+        wait_for(lambda: not any(book.unsettled_by_account().get(a, 0) for a in served), "all settled", 60)
+        charged = {a: sum(c.amount for c in book.usage(a, limit=1000)) for a in served}
+    assert charged == {a: deposit for a in served}, "ledger total = served requests x price"
+    assert {a: chain.deposit_of(a) for a in served} == {a: 0 for a in served}, "settled on chain = ledger"
+
+
+def test_reconcile_finds_ledger_and_chain_in_agreement(fleet: LocalCluster, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tritonfleet", "reconcile"],
+        env={**fleet.env, **to_env(fleet.config)},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ledger and chain agree" in done.stdout
