@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import cast
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -55,8 +56,15 @@ def httpx_client(upstream: str) -> tuple[Exchange, Callable[[], Awaitable[None]]
     client = httpx.AsyncClient(base_url=upstream, limits=httpx.Limits(max_connections=None))
 
     async def exchange(method: str, path: str, headers: Headers, body: bytes) -> tuple[int, Headers, bytes]:
-        answer = await client.request(method, path, content=body, headers=headers)
-        return answer.status_code, _end_to_end(list(answer.headers.items())), answer.content
+        # Streamed, to relay the body as sent (a gzip answer stays gzip, as with the others).
+        answer = await client.send(
+            client.build_request(method, path, content=body, headers=headers), stream=True
+        )
+        try:
+            payload = b"".join([chunk async for chunk in answer.aiter_raw()])
+        finally:
+            await answer.aclose()
+        return answer.status_code, _end_to_end(list(answer.headers.items())), payload
 
     return exchange, client.aclose
 
@@ -72,8 +80,8 @@ class _Upstream(asyncio.Protocol):
         self.body: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -170,8 +178,8 @@ class _Downstream(asyncio.Protocol):
         self.worker: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         self.worker = asyncio.get_running_loop().create_task(self._serve())
 
     def connection_lost(self, exc: Exception | None) -> None:

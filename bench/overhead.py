@@ -124,6 +124,9 @@ class Run:
     errors: int
     # CPU time (user + system) of the target's own processes per request; None for direct.
     cpu_us_per_request: float | None = None
+    # Share of the machine's CPU used meanwhile by processes this benchmark did not start
+    # (other work on a shared machine): a noisy run shows here.
+    foreign_cpu_share: float = 0.0
 
 
 @dataclass
@@ -146,16 +149,21 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 def wait_infer_ok(url: str, timeout_s: float, proc: ServiceProcess | subprocess.Popen[bytes]) -> None:
     """Until one infer through `url` answers 200 (the proxy is up and sees the node)."""
     deadline = time.monotonic() + timeout_s
+    last = "no answer"
     while time.monotonic() < deadline:
         alive = proc.alive() if isinstance(proc, ServiceProcess) else proc.poll() is None
         if not alive:
-            raise RuntimeError(f"the process behind {url} exited")
-        with contextlib.suppress(httpx.HTTPError):
+            break
+        try:
             answer = httpx.post(url + INFER_PATH, content=BODY, timeout=2.0)
             if answer.status_code == 200:
                 return
+            last = f"{answer.status_code} {answer.text[:200]}"
+        except httpx.HTTPError as exc:
+            last = repr(exc)
         time.sleep(0.2)
-    raise TimeoutError(f"{url} did not serve an infer within {timeout_s} s")
+    log = proc.tail() if isinstance(proc, ServiceProcess) else ""
+    raise RuntimeError(f"{url} did not serve an infer within {timeout_s} s (last: {last}); log ends:\n{log}")
 
 
 @contextlib.contextmanager
@@ -185,7 +193,7 @@ def extra_gateway(fleet: LocalCluster, name: str, **settings: str) -> Iterator[T
 def bare_proxy(upstream: str, log_dir: Path, stack: str = "aiohttp/aiohttp/uvloop") -> Iterator[Target]:
     """`bench.bare_proxy` with a server/client/loop stack; the gateway's own is the default."""
     server, client, loop = stack.split("/")
-    name = "bare_aiohttp" if stack == STACKS[0] else f"bare_{server}_{client}_{loop}"
+    name = "bare_aiohttp" if stack == STACKS[0] else f"bare {stack}"
     port = free_port()
     argv = [sys.executable, "-m", "bench.bare_proxy", "--port", str(port), "--upstream", upstream]
     argv += ["--server", server, "--client", client, "--loop", loop]
@@ -245,6 +253,23 @@ def children(pid: int) -> list[int]:
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
+def machine_busy_s() -> float:
+    """CPU time all processes have used so far, from /proc/stat (idle and iowait excluded)."""
+    ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_busy_s(pid: int) -> float:
+    """CPU time of a process and all its descendants, the exited ones included."""
+    total = 0.0
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total = sum(int(n) for n in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+        for child in children(pid):
+            total += tree_busy_s(child)
+    return total
+
+
 def wrk(
     script: Path, url: str, threads: int, connections: int, duration_s: float, pids: list[int] | None = None
 ) -> Run:
@@ -260,9 +285,10 @@ def wrk(
         str(script),
         url + INFER_PATH,
     ]
-    cpu_before_s = cpu_s(pids or [])
+    cpu_before_s, busy_before_s, ours_before_s = cpu_s(pids or []), machine_busy_s(), tree_busy_s(os.getpid())
     out = subprocess.run(argv, capture_output=True, text=True, check=True, preexec_fn=die_with_parent).stdout
     cpu_used_s = cpu_s(pids or []) - cpu_before_s
+    foreign_s = (machine_busy_s() - busy_before_s) - (tree_busy_s(os.getpid()) - ours_before_s)
     line = next(line for line in out.splitlines() if line.startswith("BENCH "))
     figures = json.loads(line.removeprefix("BENCH "))
     return Run(
@@ -273,6 +299,7 @@ def wrk(
         requests=figures["requests"],
         errors=figures["status_errors"] + figures["socket_errors"],
         cpu_us_per_request=round(cpu_used_s / figures["requests"] * 1e6, 1) if pids else None,
+        foreign_cpu_share=round(max(foreign_s, 0.0) / (duration_s * (os.cpu_count() or 1)), 3),
     )
 
 
@@ -287,9 +314,10 @@ def measure(targets: list[Target], script: Path, duration_s: float, rounds: int)
                 run = wrk(script, target.url, threads, connections, duration_s, list(target.pids.values()))
                 runs[target.name][load].append(run)
                 print(
-                    f"  round {round_no} {target.name:16} {load:10} {run.rps:9.0f} req/s "
+                    f"  round {round_no} {target.name:22} {load:10} {run.rps:9.0f} req/s "
                     f"p50 {run.p50_ms:6.3f} ms  p99 {run.p99_ms:6.3f} ms  "
-                    f"cpu/req {run.cpu_us_per_request or 0:5.0f} µs  errors {run.errors}",
+                    f"cpu/req {run.cpu_us_per_request or 0:5.0f} µs  errors {run.errors}  "
+                    f"foreign cpu {run.foreign_cpu_share:.0%}",
                     flush=True,
                 )
     return runs
@@ -303,6 +331,7 @@ def median_run(runs: list[Run]) -> dict[str, Any]:
         "p50_ms": round(statistics.median(r.p50_ms for r in runs), 3),
         "p99_ms": round(statistics.median(r.p99_ms for r in runs), 3),
         "errors": sum(r.errors for r in runs),
+        "foreign_cpu_share": round(statistics.median(r.foreign_cpu_share for r in runs), 3),
     }
 
 
@@ -324,8 +353,9 @@ def summarize(runs: dict[str, dict[str, list[Run]]]) -> dict[str, dict[str, Any]
 
 
 def table(summary: dict[str, dict[str, Any]]) -> str:
+    width = max(16, *(len(name) for name in summary))
     head = (
-        f"{'target':16} {'req/s':>7} {'/direct':>7} {'/nginx':>6} {'µs cpu':>6} │"
+        f"{'target':{width}} {'req/s':>7} {'/direct':>7} {'/nginx':>6} {'µs cpu':>6} │"
         f" {'c1 p50':>6} {'p99':>6} {'+p50':>6} │ {'c4 p50':>6} {'p99':>6} {'+p50':>6}  (ms)"
     )
     lines = [head, "─" * len(head)]
@@ -333,11 +363,18 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
         sat, c1, c4 = f["saturation"], f["c1"], f["c4"]
         cpu = "" if sat["cpu_us_per_request"] is None else f"{sat['cpu_us_per_request']:.0f}"
         lines.append(
-            f"{name:16} {sat['rps']:7.0f} {f.get('rps_vs_direct', 0):7.2f} {f.get('rps_vs_nginx', 0):6.2f}"
-            f" {cpu:>6} │ {c1['p50_ms']:6.3f} {c1['p99_ms']:6.3f} {c1.get('p50_added_ms', 0):+6.3f} │"
+            f"{name:{width}} {sat['rps']:7.0f} {f.get('rps_vs_direct', 0):7.2f}"
+            f" {f.get('rps_vs_nginx', 0):6.2f} {cpu:>6} │"
+            f" {c1['p50_ms']:6.3f} {c1['p99_ms']:6.3f} {c1.get('p50_added_ms', 0):+6.3f} │"
             f" {c4['p50_ms']:6.3f} {c4['p99_ms']:6.3f} {c4.get('p50_added_ms', 0):+6.3f}"
         )
     lines.append("µs cpu: CPU time of the target's own processes per request at saturation")
+    foreign = statistics.median(
+        f[load]["foreign_cpu_share"] for f in summary.values() for load, _, _ in LOADS
+    )
+    lines.append(
+        f"processes outside the benchmark used {foreign:.0%} of the machine's CPU meanwhile (median)"
+    )
     errors = {name: sum(f[load]["errors"] for load, _, _ in LOADS) for name, f in summary.items()}
     if any(errors.values()):
         lines.append(f"NON-2xx OR SOCKET ERRORS: {errors}")
@@ -353,7 +390,7 @@ def profile(targets: list[Target], script: Path, duration_s: float) -> list[str]
             continue
         spies = []
         for label, pid in target.pids.items():
-            path = RESULTS / f"profile-{target.name}-{label}.txt"
+            path = RESULTS / f"profile-{target.name.replace(' ', '-').replace('/', '-')}-{label}.txt"
             argv = [
                 str(py_spy),
                 "record",

@@ -150,8 +150,8 @@ class Settlement(StrEnum):
 
 
 class PaymentsConfig(Section):
-    # Off until the paid path of the gateway lands; `up` will then turn it on by default.
-    enabled: bool = False
+    # Every inference through the gateway is charged; false turns the whole paid path off.
+    enabled: bool = True
     # SQLAlchemy URL of the usage ledger; empty means SQLite under the state directory.
     ledger_url: str = ""
     # Price per request in credit base units, by "model" or "model:version" (the latter wins).

@@ -113,30 +113,34 @@ class PaidPath:
         return self.book.snapshot(account)
 
     async def refresh(self) -> None:
-        """Reload keys and unsettled sums from the ledger, then deposits from the chain.
+        """Reload keys and unsettled sums from the ledger, then deposits from the chain, and
+        apply them together.
 
         The ledger is read before the chain, so that a batch settling in between is counted
-        against the user twice for a moment (safe), never not at all.
+        against the user twice for a moment (safe), never not at all. Both are applied at once,
+        with no await in between: a new unsettled sum (a batch settled, its charges gone) next to
+        the old deposit (from before that batch) would free the settled amount a second time.
         """
         self._committed_since_read.clear()
         keys, unsettled = await asyncio.to_thread(self._read_ledger)
-        self._accounts_by_key_hash = keys
-        self.book.load_unsettled(
-            {
-                a: Credit(unsettled.get(a, 0) + self._committed_since_read[a])
-                for a in {*unsettled, *keys.values()}
-            }
-        )
         try:
-            view = await asyncio.to_thread(self._read_chain, set(keys.values()))
+            view: ChainView | None = await asyncio.to_thread(self._read_chain, set(keys.values()))
         except ChainError as exc:
             # Keep serving within each user's last known credit; charges queue in the ledger.
             log.warning("chain unreachable; using last known deposits", extra={"error": str(exc)})
+            view = None
+        self._accounts_by_key_hash = keys
+        if view is None:
+            # Without the deposits, new unsettled sums could free a settlement not yet seen.
             return
         for account, deposit in view.deposits.items():
             self.book.set_deposit(account, deposit)
         for account, pending in view.pending_withdrawals.items():
             self.book.set_pending_withdrawal(account, pending)
+        accounts = {*unsettled, *keys.values()}
+        self.book.load_unsettled(
+            {a: Credit(unsettled.get(a, 0) + self._committed_since_read[a]) for a in accounts}
+        )
 
     def _read_ledger(self) -> tuple[dict[str, str], Mapping[str, Credit]]:
         return self.ledger.all_active_keys(), self.ledger.unsettled_by_account()
