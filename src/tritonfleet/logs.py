@@ -40,6 +40,6 @@ def setup_logging(service: str, level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Access logs of the HTTP servers are replaced by our own per-request lines.
-    for noisy in ("uvicorn.access", "aiohttp.access", "httpx", "httpcore"):
+    for noisy in ("uvicorn.access", "aiohttp.access", "httpx", "httpcore", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.Formatter.converter = time.gmtime
