@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,7 @@ from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
 from tests.e2e.cluster import cluster, paid_sections, simple_body
+from tests.postgres import postgres_schema
 from tritonfleet.config import to_env
 from tritonfleet.payments.chain import Chain, connect
 from tritonfleet.payments.ledger import Ledger
@@ -25,15 +27,15 @@ from tritonfleet.up import LocalCluster
 PRICE = 1  # `simple`'s price in the default config
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     tmp = tmp_path_factory.mktemp("paid")
-    local = cluster(tmp, {"node-1": ["simple"]}, **paid_sections(tmp))
-    try:
+    with ExitStack() as stack:
+        ledger_url = stack.enter_context(postgres_schema()) if request.param == "postgresql" else ""
+        local = cluster(tmp, {"node-1": ["simple"]}, **paid_sections(tmp, ledger_url))
+        stack.callback(local.stop)
         local.start()
         yield local
-    finally:
-        local.stop()
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +178,28 @@ def test_concurrent_paid_requests_never_overspend_and_everything_settles(
     assert charged == {a: n * PRICE for a, n in served.items()}, "ledger total = served requests x price"
     on_chain = {a: deposit - chain.deposit_of(a) for a in served}
     assert on_chain == charged, "settled on chain = ledger"
+
+
+def test_with_the_chain_down_requests_are_served_on_known_credit_and_settle_later(
+    fleet: LocalCluster, chain: Chain
+) -> None:
+    user, key = funded_user(fleet, credit=20)
+    assert fleet.chain is not None
+    fleet.chain.stop()
+    try:
+        answers = [infer(fleet, key, f"offline-{i}") for i in range(5)]
+        assert [answer.status_code for answer in answers] == [200] * 5, "served within the known credit"
+        with ledger(fleet) as book:
+            assert book.unsettled_by_account()[user.address] == 5 * PRICE, "charges queue in the ledger"
+    finally:
+        fleet.chain.start()
+    with ledger(fleet) as book:
+        wait_for(
+            lambda: book.unsettled_by_account().get(user.address, 0) == 0,
+            "settled after the chain is back",
+            60,
+        )
+    assert chain.deposit_of(user.address) == 20 - 5 * PRICE
 
 
 def test_reconcile_finds_ledger_and_chain_in_agreement(fleet: LocalCluster, tmp_path: Path) -> None:

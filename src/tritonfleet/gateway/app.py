@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 import uuid
 from dataclasses import asdict
+from functools import partial
 
 import aiohttp
 from aiohttp import web
@@ -111,18 +113,19 @@ class Gateway:
             self.metrics.in_flight.dec()
         duration_s = time.monotonic() - started
         self.metrics.observe(route, response.status, duration_s)
-        log.info(
-            "request",
-            extra={
-                "request_id": request_id,
-                "route": route,
-                "model": model,
-                "version": version,
-                "status": response.status,
-                "node": response.headers.get(NODE_HEADER),
-                "duration_ms": round(duration_s * 1000, 3),
-            },
-        )
+        line = {
+            "request_id": request_id,
+            "route": route,
+            "model": model,
+            "version": version,
+            "status": response.status,
+            "node": response.headers.get(NODE_HEADER),
+            "duration_ms": round(duration_s * 1000, 3),
+        }
+        # Logged on the loop's next turn, after aiohttp has written the answer: formatting and
+        # writing the line took ~40 µs a request on a 2-core machine (bench/overhead.py), out of
+        # ~0.4 ms added at p50, and the client need not wait for it.
+        asyncio.get_running_loop().call_soon(partial(log.info, "request", extra=line))
         return response
 
     async def _serve_paid(
