@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.payments.devnet import deployed_chain, depositor, new_anvil
 from tritonfleet.payments.anvil import Anvil
-from tritonfleet.payments.chain import BatchId
+from tritonfleet.payments.chain import SignedTx
 from tritonfleet.payments.database import sqlite_url
 from tritonfleet.payments.devchain import DevChain
 from tritonfleet.payments.ledger import Ledger
@@ -41,22 +41,23 @@ class Crash(Exception):
 
 
 class CrashAfterSend(DevChain):
-    """The real chain, but the settler 'dies' right after its settle transaction is sent."""
+    """The real chain, but the settler 'dies' right after its settle transaction is broadcast."""
 
-    def settle(
-        self,
-        batch_id: BatchId,
-        accounts: Sequence[str],
-        amounts: Sequence[Credit],
-        nonce: int | None = None,
-        replaces: str | None = None,
-    ) -> str:
-        super().settle(batch_id, accounts, amounts, nonce, replaces)
+    def broadcast(self, signed: SignedTx) -> str:
+        super().broadcast(signed)
         raise Crash
 
 
-def crashing(chain: DevChain) -> CrashAfterSend:
-    crash = CrashAfterSend(chain.rpc_url, chain.chain_id, chain.operator, poll_interval_s=0.02)
+class CrashBeforeSend(DevChain):
+    """The real chain, but the settler 'dies' after recording the signed transaction, before
+    it is broadcast."""
+
+    def broadcast(self, signed: SignedTx) -> str:
+        raise Crash
+
+
+def crashing(chain: DevChain, kind: type[DevChain] = CrashAfterSend) -> DevChain:
+    crash = kind(chain.rpc_url, chain.chain_id, chain.operator, poll_interval_s=0.02)
     crash.use(chain.deployment)
     return crash
 
@@ -98,12 +99,26 @@ def test_a_crash_between_sending_and_marking_settles_exactly_once(chain: DevChai
     with pytest.raises(Crash):
         Settler(ledger, crashing(chain), max_charges=1000).settle_pending()
     (unfinished,) = ledger.unfinished_batches()
-    assert unfinished.state is BatchState.BUILDING, "the crash came before the hash was recorded"
+    assert unfinished.state is BatchState.SENT and unfinished.tx_hash, "the hash was recorded first"
     restarted = Settler(ledger, chain, max_charges=1000)
     assert restarted.settle_pending() == 1
     assert chain.deposit_of(alice.address) == 93, "charged once, not twice"
     settled = [e for e in chain.settled_events() if e.batch_id == unfinished.batch_id]
     assert len(settled) == 1
+
+
+def test_a_crash_before_broadcasting_resends_the_recorded_transaction(
+    chain: DevChain, ledger: Ledger
+) -> None:
+    alice = depositor(chain, 100)
+    charge(ledger, alice.address, 6)
+    with pytest.raises(Crash):
+        Settler(ledger, crashing(chain, CrashBeforeSend), max_charges=1000).settle_pending()
+    (recorded,) = ledger.unfinished_batches()
+    assert recorded.state is BatchState.SENT and chain.receipt_of(recorded.tx_hash or "") is None
+    assert Settler(ledger, chain, max_charges=1000).settle_pending() == 1
+    assert chain.deposit_of(alice.address) == 94
+    assert len([e for e in chain.settled_events() if e.batch_id == recorded.batch_id]) == 1
 
 
 def test_a_crash_with_the_transaction_still_pending_settles_exactly_once(

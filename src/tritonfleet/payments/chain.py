@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from eth_account import Account
@@ -116,6 +117,13 @@ _ALREADY_KNOWN = re.compile(r"already known|already imported|known transaction",
 BatchId = bytes | str
 
 _Callable = ContractFunction | ContractConstructor
+
+
+@dataclass(frozen=True)
+class SignedTx:
+    tx_hash: str
+    nonce: int
+    raw: bytes
 
 
 class Chain:
@@ -257,14 +265,26 @@ class Chain:
         nonce: int | None = None,
         replaces: str | None = None,
     ) -> str:
-        """Send the settlement of one batch; record the hash and nonce before `wait_confirmed`.
+        """Sign and send the settlement of one batch: `sign_settle` then `broadcast`."""
+        return self.broadcast(self.sign_settle(batch_id, accounts, amounts, nonce, replaces))
+
+    def sign_settle(
+        self,
+        batch_id: BatchId,
+        accounts: Sequence[str],
+        amounts: Sequence[Credit],
+        nonce: int | None = None,
+        replaces: str | None = None,
+    ) -> SignedTx:
+        """The signed settlement of one batch, not yet sent: record its hash and nonce, then
+        `broadcast` it, so that a crash in between leaves a record of what may be in flight.
 
         Resending after a crash: pass the recorded `nonce`, and the recorded hash as `replaces`
         to outbid it if it is still pending; the vault settles a batch id once whatever arrives.
         """
         fn = self._settle_fn(batch_id, accounts, amounts)
         try:
-            return self._send(fn, nonce=nonce, replaces=replaces)
+            return self._sign(fn, nonce=nonce, replaces=replaces)
         except TransactionRejected:
             if self.is_settled(batch_id):
                 raise BatchAlreadySettled(f"batch 0x{_bytes32(batch_id).hex()} is settled already") from None
@@ -418,6 +438,15 @@ class Chain:
         nonce: int | None = None,
         replaces: str | None = None,
     ) -> str:
+        return self.broadcast(self._sign(fn, sender, nonce, replaces))
+
+    def _sign(
+        self,
+        fn: _Callable,
+        sender: LocalAccount | None = None,
+        nonce: int | None = None,
+        replaces: str | None = None,
+    ) -> SignedTx:
         account = sender or self.operator
         with _rpc(TransactionRejected):
             if nonce is None:
@@ -433,15 +462,19 @@ class Chain:
                 "maxPriorityFeePerGas": Wei(fees.max_priority_fee_per_gas),
             }
             signed = account.sign_transaction(fn.build_transaction(params))  # type: ignore[arg-type]
-            tx_hash = signed.hash.to_0x_hex()
+        return SignedTx(signed.hash.to_0x_hex(), nonce, bytes(signed.raw_transaction))
+
+    def broadcast(self, signed: SignedTx) -> str:
+        """Send a signed transaction; its hash. Sending the same one twice is no error."""
+        with _rpc(TransactionRejected):
             try:
-                self.w3.eth.send_raw_transaction(signed.raw_transaction)
+                self.w3.eth.send_raw_transaction(signed.raw)
             except Web3RPCError as exc:
                 # A resend of the very same signed transaction (same nonce, fees and data): it
                 # is in the pool already, which is what the caller wanted.
                 if not _ALREADY_KNOWN.search(str(exc)):
                     raise
-        return tx_hash
+        return signed.tx_hash
 
     def _fees(self, replaces: str | None) -> Fees:
         base_fee = self.w3.eth.get_block("latest").get("baseFeePerGas", 0)

@@ -94,30 +94,43 @@ class Settler:
 
     def _send(self, batch: Batch) -> str | None:
         """Send, or resend at the recorded nonce outbidding the recorded transaction; the new
-        transaction's hash, or None when the chain says the batch is settled already."""
+        transaction's hash, or None when the chain says the batch is settled already.
+
+        The signed transaction's hash and nonce are recorded before it is broadcast: after a
+        crash the ledger knows of everything that may be in flight.
+        """
         accounts = [account for account, _ in batch.totals]
         amounts = [amount for _, amount in batch.totals]
         resend = batch.state is BatchState.SENT and batch.nonce is not None
-        nonce = batch.nonce if resend and batch.nonce is not None else self.chain.next_nonce()
         try:
             try:
-                tx_hash = self.chain.settle(
+                nonce = batch.nonce if resend and batch.nonce is not None else self.chain.next_nonce()
+                signed = self.chain.sign_settle(
                     batch.batch_id, accounts, amounts, nonce=nonce, replaces=batch.tx_hash if resend else None
                 )
+                self.ledger.mark_sent(batch.batch_id, signed.tx_hash, signed.nonce)
+                self.chain.broadcast(signed)
             except TransactionRejected:
                 if not resend:
                     raise
                 # The recorded nonce went to another transaction meanwhile: take a fresh one.
-                nonce = self.chain.next_nonce()
-                tx_hash = self.chain.settle(batch.batch_id, accounts, amounts, nonce=nonce)
+                signed = self.chain.sign_settle(
+                    batch.batch_id, accounts, amounts, nonce=self.chain.next_nonce()
+                )
+                self.ledger.mark_sent(batch.batch_id, signed.tx_hash, signed.nonce)
+                self.chain.broadcast(signed)
         except BatchAlreadySettled:
             return None
-        self.ledger.mark_sent(batch.batch_id, tx_hash, nonce)
         log.info(
             "settlement sent",
-            extra={"batch_id": batch.batch_id, "tx_hash": tx_hash, "nonce": nonce, "accounts": len(accounts)},
+            extra={
+                "batch_id": batch.batch_id,
+                "tx_hash": signed.tx_hash,
+                "nonce": signed.nonce,
+                "accounts": len(accounts),
+            },
         )
-        return tx_hash
+        return signed.tx_hash
 
     def _confirmed(self, batch: Batch) -> int:
         totals: list[AccountAmount] = self.ledger.mark_confirmed(batch.batch_id)
