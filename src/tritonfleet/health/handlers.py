@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,21 +12,6 @@ from starlette.exceptions import HTTPException
 from tritonfleet.health.auth import enforce_token
 from tritonfleet.health.errors import HealthError, Unauthorized
 from tritonfleet.protocol import ErrorBody
-
-
-class ErrorShapedApp(FastAPI):
-    """A FastAPI app whose OpenAPI schema leaves out the 422 answers it never gives."""
-
-    def openapi(self) -> dict[str, Any]:
-        fresh = self.openapi_schema is None
-        schema = super().openapi()
-        if fresh:  # super() caches the schema, so it is trimmed once
-            for operations in schema.get("paths", {}).values():
-                for operation in operations.values():
-                    operation.get("responses", {}).pop("422", None)
-            for name in ("HTTPValidationError", "ValidationError"):
-                schema.get("components", {}).get("schemas", {}).pop(name, None)
-        return schema
 
 
 def install(app: FastAPI) -> None:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import time
-
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tritonfleet.health.registry import Registry
 from tritonfleet.metrics import HttpMetrics, render
@@ -41,37 +38,3 @@ class HealthMetrics:
             self.nodes.labels(health.value).set(count)
         self.version.set(registry.version)
         return render(self.collectors)
-
-
-class MetricsMiddleware:
-    """Counts and times every HTTP request by route template (not raw path) and status."""
-
-    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started_s = time.perf_counter()
-        status = 500  # what the client sees if the app dies before answering
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            self.metrics.observe(_route(scope), status, time.perf_counter() - started_s)
-
-
-def _route(scope: Scope) -> str:
-    # The router writes the matched route into the scope; unmatched paths share one label so
-    # that scanners cannot blow up the label cardinality.
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "unmatched"

@@ -13,12 +13,11 @@ from fastapi import FastAPI
 from tritonfleet.config import FleetConfig
 from tritonfleet.health import handlers
 from tritonfleet.health.checker import Checker
-from tritonfleet.health.metrics import MetricsMiddleware
 from tritonfleet.health.prober import Prober
 from tritonfleet.health.records import Clock
 from tritonfleet.health.routes import nodes, ops
 from tritonfleet.health.tickers import expire_forever, probe_forever
-from tritonfleet.serving import serve_asgi
+from tritonfleet.serving import ControlPlaneApp, HttpMetricsMiddleware, serve_asgi
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +31,11 @@ def create_app(
     probe and expiry tasks, so an app served without lifespan events neither probes nor expires.
     """
     checker = Checker.build(config, clock=clock, prober=prober)
-    app = handlers.ErrorShapedApp(title="TritonFleet health checker", lifespan=_lifespan)
+    app = ControlPlaneApp(title="TritonFleet health checker", lifespan=_lifespan)
     app.state.checker = checker
     app.include_router(nodes)
     app.include_router(ops)
-    app.add_middleware(MetricsMiddleware, metrics=checker.metrics.http)
+    app.add_middleware(HttpMetricsMiddleware, metrics=checker.metrics.http)
     handlers.install(app)
     return app
 

@@ -17,7 +17,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
@@ -35,28 +34,13 @@ from tritonfleet.payments.ledger import Ledger
 from tritonfleet.payments.signin import ChallengeStore, SignInError
 from tritonfleet.payments.token_manager_errors import Unauthorized
 from tritonfleet.payments.token_manager_gateway import GatewayCredit
-from tritonfleet.payments.token_manager_metrics import TokenManagerMetrics, observe_http
+from tritonfleet.payments.token_manager_metrics import TokenManagerMetrics
 from tritonfleet.payments.token_manager_routes import account, auth, ops, public
 from tritonfleet.payments.token_manager_service import TokenManager
 from tritonfleet.protocol import ErrorBody
-from tritonfleet.serving import serve_asgi
+from tritonfleet.serving import ControlPlaneApp, HttpMetricsMiddleware, serve_asgi
 
 log = logging.getLogger(__name__)
-
-
-class _App(FastAPI):
-    """A FastAPI app whose OpenAPI schema leaves out the 422 answers it never gives (it gives 400)."""
-
-    def openapi(self) -> dict[str, Any]:
-        fresh = self.openapi_schema is None
-        schema = super().openapi()
-        if fresh:  # super() caches the schema, so it is trimmed once
-            for operations in schema.get("paths", {}).values():
-                for operation in operations.values():
-                    operation.get("responses", {}).pop("422", None)
-            for name in ("HTTPValidationError", "ValidationError"):
-                schema.get("components", {}).get("schemas", {}).pop(name, None)
-        return schema
 
 
 def create_app(
@@ -88,11 +72,11 @@ def create_app(
         async with owned:
             yield
 
-    app = _App(title="TritonFleet token manager", version=__version__, lifespan=lifespan)
+    app = ControlPlaneApp(title="TritonFleet token manager", version=__version__, lifespan=lifespan)
     app.state.token_manager = manager
     for router in (auth, account, public, ops):
         app.include_router(router)
-    observe_http(app, manager.metrics.http)
+    app.add_middleware(HttpMetricsMiddleware, metrics=manager.metrics.http)
     _install_error_handlers(app)
     return app
 

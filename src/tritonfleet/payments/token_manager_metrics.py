@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
-
-from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry, Counter
 
 from tritonfleet.metrics import HttpMetrics
@@ -28,16 +24,3 @@ class TokenManagerMetrics:
         self.faucet_credit = Counter(
             f"{PREFIX}_faucet_credit", "Credit deposited by the dev faucet.", registry=self.collectors
         )
-
-
-def observe_http(app: FastAPI, metrics: HttpMetrics) -> None:
-    """Count and time every request by route template and status."""
-
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started_s = time.perf_counter()
-        response = await call_next(request)
-        # The template, not the raw path: key ids in paths must not grow the label set.
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.observe(route, response.status_code, time.perf_counter() - started_s)
-        return response

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 
@@ -70,31 +67,3 @@ def add_error_handlers(app: FastAPI, metrics: SchedulerMetrics) -> None:
         metrics.refused("bad_request")
         problems = [f"{err['loc'][0]} parameter '{err['loc'][-1]}': {err['msg']}" for err in exc.errors()]
         return JSONResponse({"error": "; ".join(problems)}, status_code=400)
-
-
-def add_http_metrics(app: FastAPI, metrics: SchedulerMetrics) -> None:
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        # The route template, not the raw path, so that unknown paths cannot grow the label set.
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.http.observe(route, response.status_code, time.perf_counter() - started)
-        return response
-
-
-def document_400_not_422(app: FastAPI) -> None:
-    """Invalid parameters are answered 400 in Triton's shape; make the schema say so."""
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            for operations in schema["paths"].values():
-                for operation in operations.values():
-                    operation["responses"].pop("422", None)
-            for unused in ("HTTPValidationError", "ValidationError"):
-                schema.get("components", {}).get("schemas", {}).pop(unused, None)
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

@@ -20,15 +20,13 @@ from tritonfleet.protocol import NodeView, ScheduleResponse
 from tritonfleet.scheduler.core import Scheduler, node_url
 from tritonfleet.scheduler.endpoints import (
     add_error_handlers,
-    add_http_metrics,
     add_routes,
-    document_400_not_422,
 )
 from tritonfleet.scheduler.errors import SchedulerError
 from tritonfleet.scheduler.metrics import SchedulerMetrics
 from tritonfleet.scheduler.recent import RecentChoices
 from tritonfleet.scheduler.watch import NodeWatcher
-from tritonfleet.serving import serve_asgi
+from tritonfleet.serving import ControlPlaneApp, HttpMetricsMiddleware, serve_asgi
 
 
 class ScheduleService:
@@ -85,12 +83,11 @@ def create_app(config: FleetConfig, *, watcher_client: httpx.AsyncClient | None 
             app.state.watcher = watcher
             yield
 
-    app = FastAPI(title="TritonFleet scheduler", version=__version__, lifespan=lifespan)
+    app = ControlPlaneApp(title="TritonFleet scheduler", version=__version__, lifespan=lifespan)
     app.state.service = service
     add_routes(app, service)
     add_error_handlers(app, service.metrics)
-    add_http_metrics(app, service.metrics)
-    document_400_not_422(app)
+    app.add_middleware(HttpMetricsMiddleware, metrics=service.metrics.http)
     return app
 
 
