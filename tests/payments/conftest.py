@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.payments.devnet import deployed_chain, running_anvil
 from tests.postgres import postgres_schema
+from tritonfleet.payments.anvil import Anvil
 from tritonfleet.payments.database import sqlite_url
+from tritonfleet.payments.devchain import DevChain
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -22,3 +25,16 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     else:
         with postgres_schema() as url:
             yield url
+
+
+@pytest.fixture(scope="module")
+def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Anvil]:
+    """One real anvil per test module."""
+    with running_anvil(tmp_path_factory.mktemp("anvil")) as node:
+        yield node
+
+
+@pytest.fixture
+def chain(anvil: Anvil) -> DevChain:
+    """Fresh contracts for each test, on the module's anvil."""
+    return deployed_chain(anvil)

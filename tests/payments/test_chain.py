@@ -10,7 +10,7 @@ import pytest
 from eth_account import Account
 from hexbytes import HexBytes
 
-from tests.payments.devnet import batch_id, deployed_chain, depositor, operator_chain, running_anvil
+from tests.payments.devnet import batch_id, depositor, operator_chain
 from tritonfleet.config import load_config
 from tritonfleet.net import free_port
 from tritonfleet.payments.anvil import Anvil
@@ -27,17 +27,6 @@ from tritonfleet.payments.deployment import Deployment
 from tritonfleet.payments.devchain import DevChain
 from tritonfleet.payments.keys import dev_account
 from tritonfleet.payments.money import Credit
-
-
-@pytest.fixture(scope="module")
-def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Anvil]:
-    with running_anvil(tmp_path_factory.mktemp("anvil")) as node:
-        yield node
-
-
-@pytest.fixture
-def chain(anvil: Anvil) -> DevChain:
-    return deployed_chain(anvil)
 
 
 @contextmanager

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,10 +14,8 @@ from web3.contract.contract import ContractFunction
 from tests.payments.devnet import (
     DELAY_S,
     batch_id,
-    deployed_chain,
     depositor,
     operator_chain,
-    running_anvil,
     send_unchecked,
     user,
 )
@@ -28,17 +25,6 @@ from tritonfleet.payments.chain import BatchAlreadySettled, TransactionRejected,
 from tritonfleet.payments.devchain import DevChain
 from tritonfleet.payments.money import Credit
 from tritonfleet.payments.permit import Permit, sign_permit
-
-
-@pytest.fixture(scope="module")
-def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Anvil]:
-    with running_anvil(tmp_path_factory.mktemp("anvil")) as node:
-        yield node
-
-
-@pytest.fixture
-def chain(anvil: Anvil) -> DevChain:
-    return deployed_chain(anvil)
 
 
 def stranger(chain: DevChain, anvil: Anvil) -> DevChain:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from eth_account import Account
 
-from tests.payments.devnet import deployed_chain, operator_chain, running_anvil
+from tests.payments.devnet import deployed_chain, operator_chain
 from tritonfleet.config import ConfigError, load_config
 from tritonfleet.net import free_port
 from tritonfleet.payments.anvil import Anvil
@@ -21,12 +20,6 @@ from tritonfleet.payments.devchain import ensure_deployed, serve
 from tritonfleet.payments.keys import dev_account
 from tritonfleet.payments.money import Credit
 from tritonfleet.processes import die_with_parent
-
-
-@pytest.fixture(scope="module")
-def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Anvil]:
-    with running_anvil(tmp_path_factory.mktemp("anvil")) as node:
-        yield node
 
 
 class ChainCommand:

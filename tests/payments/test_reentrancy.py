@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ from tests.payments.devnet import (
     batch_id,
     deploy_contract,
     operator_chain,
-    running_anvil,
     send_unchecked,
     user,
 )
@@ -25,12 +23,6 @@ from tritonfleet.payments.devchain import DevChain
 from tritonfleet.payments.money import Credit
 
 DELAY_S = 60
-
-
-@pytest.fixture(scope="module")
-def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Anvil]:
-    with running_anvil(tmp_path_factory.mktemp("anvil")) as node:
-        yield node
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from tests.payments.devnet import deployed_chain, depositor, new_anvil
-from tritonfleet.payments.anvil import Anvil
 from tritonfleet.payments.chain import SignedTx
 from tritonfleet.payments.database import sqlite_url
 from tritonfleet.payments.devchain import DevChain
@@ -17,17 +16,6 @@ from tritonfleet.payments.money import Credit
 from tritonfleet.payments.records import NewCharge
 from tritonfleet.payments.settler import Settler
 from tritonfleet.payments.states import BatchState
-
-
-@pytest.fixture(scope="module")
-def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Anvil]:
-    with new_anvil(tmp_path_factory.mktemp("anvil")) as running:
-        yield running
-
-
-@pytest.fixture
-def chain(anvil: Anvil) -> DevChain:
-    return deployed_chain(anvil)
 
 
 @pytest.fixture

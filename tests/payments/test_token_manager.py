@@ -20,7 +20,6 @@ from tests.fakes import FakeClock
 from tests.payments.devnet import CHAIN_ID, deployed_chain, depositor, running_anvil
 from tritonfleet.config import FleetConfig
 from tritonfleet.net import free_port
-from tritonfleet.payments.anvil import Anvil
 from tritonfleet.payments.chain import Chain
 from tritonfleet.payments.database import create_ledger_engine, sqlite_url
 from tritonfleet.payments.devchain import DevChain
@@ -86,17 +85,6 @@ def bearer(api_key: str) -> dict[str, str]:
 
 def charge(request_id: str, account: str, amount: int, model: str = "simple") -> NewCharge:
     return NewCharge(request_id, account, model, "1", Credit(amount))
-
-
-@pytest.fixture(scope="module")
-def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Anvil]:
-    with running_anvil(tmp_path_factory.mktemp("anvil")) as node:
-        yield node
-
-
-@pytest.fixture
-def chain(anvil: Anvil) -> DevChain:
-    return deployed_chain(anvil)
 
 
 @pytest.fixture
