@@ -28,7 +28,8 @@ LATENT_CHANNELS = 4
 
 def byte_chars() -> list[str]:
     """GPT-2's printable stand-ins for the 256 bytes, which byte-level BPE vocabularies start from."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    ranges = (("!", "~"), ("¡", "¬"), ("®", "ÿ"))
+    printable = [byte for low, high in ranges for byte in range(ord(low), ord(high) + 1)]
     chars, extra = [], 0
     for byte in range(256):
         if byte in printable:

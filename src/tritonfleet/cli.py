@@ -50,6 +50,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str, str]] = {
         "tritonfleet.payments.devchain:serve",
         "Run a local Ethereum node with the contracts.",
     ),
+    "web": (("web",), "tritonfleet.web.app:serve", "Run the web frontend."),
 }
 
 

@@ -189,6 +189,22 @@ class ChainConfig(Section):
     receipt_timeout_s: float = 120.0
 
 
+class WebConfig(Section):
+    """The web frontend; it finds the health checkers in [cluster] health_urls."""
+
+    host: str = "127.0.0.1"
+    port: int = 8090
+    gateway_url: str = "http://127.0.0.1:8080"
+    token_manager_url: str = "http://127.0.0.1:8083"
+    # Longest wait for one inference through the gateway: text to image takes seconds on a GPU
+    # and more on a CPU.
+    request_timeout_s: float = 120.0
+    # Largest request body the web backend accepts (prompts, playground inputs).
+    max_body_bytes: int = 4 * 1024 * 1024
+    # Period of the cluster page's probes; a dead node shows red within about two of them.
+    refresh_interval_s: float = 0.5
+
+
 class FleetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -199,6 +215,7 @@ class FleetConfig(BaseModel):
     node: NodeConfig = NodeConfig()
     payments: PaymentsConfig = PaymentsConfig()
     chain: ChainConfig = ChainConfig()
+    web: WebConfig = WebConfig()
 
 
 def load_config(

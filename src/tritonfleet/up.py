@@ -53,7 +53,9 @@ def ensure_token(state_dir: Path) -> Path:
 class LocalCluster:
     """Starts the services in dependency order, waits until each is ready, stops them in reverse."""
 
-    def __init__(self, config: FleetConfig, state_dir: Path, nodes: Sequence[NodeSpec]) -> None:
+    def __init__(
+        self, config: FleetConfig, state_dir: Path, nodes: Sequence[NodeSpec], with_web: bool = False
+    ) -> None:
         self.config = config
         self.state_dir = state_dir
         self.node_specs = list(nodes)
@@ -61,6 +63,8 @@ class LocalCluster:
         # The gateway asks the scheduler this cluster runs, wherever its port was moved.
         self.env["TRITONFLEET_GATEWAY_SCHEDULER_URL"] = self.scheduler_url
         self.env["TRITONFLEET_PAYMENTS_GATEWAY_URL"] = self.gateway_url
+        self.env["TRITONFLEET_WEB_GATEWAY_URL"] = self.gateway_url
+        self.env["TRITONFLEET_WEB_TOKEN_MANAGER_URL"] = self.token_manager_url
         if config.cluster.token is None and config.cluster.token_file is None:
             self.env["TRITONFLEET_CLUSTER_TOKEN_FILE"] = str(ensure_token(state_dir).resolve())
         self.health = self._service("health-checker")
@@ -71,6 +75,7 @@ class LocalCluster:
         self.chain = self._service("chain") if paid and config.chain.dev else None
         self.token_manager = self._service("token-manager") if paid else None
         self.settler = self._service("settler") if paid else None
+        self.web = self._service("web") if with_web else None
 
     @property
     def gateway_url(self) -> str:
@@ -79,6 +84,10 @@ class LocalCluster:
     @property
     def scheduler_url(self) -> str:
         return f"http://{self.config.scheduler.host}:{self.config.scheduler.port}"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.config.web.host}:{self.config.web.port}"
 
     @property
     def token_manager_url(self) -> str:
@@ -96,7 +105,14 @@ class LocalCluster:
         """Groups started in this order (each needs the ones before) and stopped in reverse."""
         payments = [p for p in (self.token_manager, self.settler) if p is not None]
         chain = [self.chain] if self.chain is not None else []
-        return [[self.health], chain, [self.scheduler, *payments], list(self.nodes.values()), [self.gateway]]
+        web = [self.web] if self.web is not None else []
+        return [
+            [self.health],
+            chain,
+            [self.scheduler, *payments],
+            list(self.nodes.values()),
+            [self.gateway, *web],
+        ]
 
     def start(self, timeout_s: float = 180.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -107,13 +123,15 @@ class LocalCluster:
             self._wait(self._chain_deployed, timeout_s, "the chain did not come up", self.chain)
         for proc in (self.scheduler, *self.nodes.values(), self.gateway):
             proc.start()
-        for extra in (self.token_manager, self.settler):
+        for extra in (self.token_manager, self.settler, self.web):
             if extra is not None:
                 extra.start()
         if self.token_manager is not None:
             wait_http_ok(f"{self.token_manager_url}/healthz", timeout_s, self.token_manager)
         wait_http_ok(f"{self.scheduler_url}/healthz", timeout_s, self.scheduler)
         wait_http_ok(f"{self.gateway_url}/healthz", timeout_s, self.gateway)
+        if self.web is not None:
+            wait_http_ok(f"{self.web_url}/healthz", timeout_s, self.web)
         for node_id in self.nodes:
             self.wait_node(node_id, deadline - time.monotonic())
         self.wait_gateway_sees(set(self.nodes), deadline - time.monotonic())
@@ -214,6 +232,7 @@ def banner(cluster: LocalCluster, api_key: str | None = None) -> str:
 TritonFleet is up: {len(cluster.nodes)} Triton nodes behind the gateway.
 
   gateway (KServe v2 HTTP)  {url}
+  web                       {cluster.web_url}   (generate, playground, cluster, wallet)
   health checker            {cluster.health_url}{paid}
   logs                      {cluster.state_dir / "logs"}/
 
@@ -239,7 +258,8 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def serve(config: FleetConfig) -> int:
-    cluster = LocalCluster(config, STATE_DIR, [NodeSpec(f"node-{i}") for i in range(1, DEFAULT_NODES + 1)])
+    nodes = [NodeSpec(f"node-{i}") for i in range(1, DEFAULT_NODES + 1)]
+    cluster = LocalCluster(config, STATE_DIR, nodes, with_web=True)
     # Explicitly, since a shell that starts us in the background leaves SIGINT ignored.
     signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)

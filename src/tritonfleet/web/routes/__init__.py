@@ -1,0 +1,1 @@
+"""The web backend's routes: one module per page, plus the pages themselves."""
