@@ -90,6 +90,10 @@ def wait_for(done: object, what: str, timeout_s: float = 20.0) -> None:
         time.sleep(0.1)
 
 
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
 def ledger(fleet: LocalCluster) -> Ledger:
     return Ledger.open(fleet.config.payments.ledger_url)
 
@@ -105,6 +109,8 @@ def test_a_paid_inference_is_charged_settled_on_chain_and_balances_agree(
     with ledger(fleet) as book:
         charges = {charge.request_id: charge for charge in book.usage(user.address)}
         assert charges["paid-1"].amount == PRICE
+        (listed,) = httpx.get(f"{fleet.token_manager_url}/v1/keys", headers=auth(key)).json()["keys"]
+        assert charges["paid-1"].key_id == listed["key_id"], "usage is kept per API key"
         wait_for(
             lambda: (
                 all(b.state is BatchState.CONFIRMED for b in book.settlements(user.address))

@@ -51,6 +51,17 @@ def test_recording_a_request_id_again_changes_nothing(ledger: Ledger, clock: Fak
     assert ledger.totals("alice") == AccountTotals(committed=Credit(6))
 
 
+def test_usage_can_be_read_per_api_key(ledger: Ledger) -> None:
+    ledger.record_committed(
+        [
+            NewCharge("r1", "alice", "simple", "1", Credit(1), key_id="key-a"),
+            NewCharge("r2", "alice", "simple", "1", Credit(2), key_id="key-b"),
+        ]
+    )
+    assert [c.request_id for c in ledger.usage("alice", key_id="key-b")] == ["r2"]
+    assert {c.key_id for c in ledger.usage("alice")} == {"key-a", "key-b"}
+
+
 def test_a_request_id_twice_in_one_call_is_recorded_once(ledger: Ledger) -> None:
     assert ledger.record_committed([charge("r1", amount=2), charge("r1", amount=3)]) == ["r1"]
     assert [c.amount for c in ledger.usage("alice")] == [2]
@@ -313,7 +324,7 @@ def test_migrating_an_empty_database_gives_the_declared_schema(ledger_url: str) 
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
             assert compare_metadata(context, Base.metadata) == []
-            assert context.get_current_revision() == "0001"
+            assert context.get_current_revision() == "0002"
     finally:
         engine.dispose()
 

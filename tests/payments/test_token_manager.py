@@ -374,6 +374,21 @@ async def test_usage_pages_the_callers_charges_newest_first(
     assert second["next_before"] is None
 
 
+async def test_usage_can_be_asked_for_one_api_key(client: httpx.AsyncClient, ledger: Ledger) -> None:
+    """Charges name the key that made them, and ?key_id= keeps only that key's."""
+    user = Account.create()
+    issued = await sign_in(client, user)
+    ledger.record_committed(
+        [
+            NewCharge("mine", user.address, "simple", "1", Credit(1), key_id=issued["key_id"]),
+            NewCharge("other-key", user.address, "simple", "1", Credit(1), key_id="0" * 16),
+        ]
+    )
+    key = bearer(issued["api_key"])
+    only = (await client.get("/v1/usage", params={"key_id": issued["key_id"]}, headers=key)).json()
+    assert [(c["request_id"], c["key_id"]) for c in only["charges"]] == [("mine", issued["key_id"])]
+
+
 async def test_a_cursor_that_is_not_one_is_400(client: httpx.AsyncClient) -> None:
     """`before` that no page gave out is 400, not a server error."""
     key = bearer((await sign_in(client, Account.create()))["api_key"])

@@ -139,8 +139,8 @@ class Gateway:
     ) -> web.Response:
         """Hold the price, serve, then charge a success or free the hold on anything else."""
         try:
-            account = paid.authenticate(request.headers.get("Authorization"))
-            reservation = paid.reserve(account, request_id, model, version)
+            caller = paid.caller(request.headers.get("Authorization"))
+            reservation = paid.reserve(caller.account, request_id, model, version)
         except Unauthorized as exc:
             headers = {"WWW-Authenticate": "Bearer"}
             return json_response(
@@ -158,7 +158,7 @@ class Gateway:
         if response.status != 200:
             paid.book.release(reservation)
             return response
-        charged = await paid.charge(reservation, model, version)
+        charged = await paid.charge(reservation, model, version, caller.key_id)
         response.headers[CHARGE_HEADER] = str(charged.amount)
         response.headers[CREDIT_HEADER] = str(charged.remaining)
         return response

@@ -21,7 +21,7 @@ from tritonfleet.payments.credit import CreditBook, CreditSnapshot, Reservation
 from tritonfleet.payments.ledger import Ledger
 from tritonfleet.payments.money import Credit
 from tritonfleet.payments.records import NewCharge
-from tritonfleet.payments.signin import hash_api_key
+from tritonfleet.payments.signin import hash_api_key, key_id_of
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,12 @@ REFRESH_S = 1.0
 
 class Unauthorized(Exception):
     status = 401
+
+
+@dataclass(frozen=True)
+class Caller:
+    account: str
+    key_id: str
 
 
 @dataclass(frozen=True)
@@ -71,15 +77,20 @@ class PaidPath:
             await asyncio.gather(self._refresher, return_exceptions=True)
         await self.writer.aclose()
 
-    def authenticate(self, authorization: str | None) -> str:
-        """The account of a valid, unrevoked API key."""
+    def caller(self, authorization: str | None) -> Caller:
+        """The account and key id of a valid, unrevoked API key."""
         scheme, _, key = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not key:
             raise Unauthorized("an API key is required: send 'Authorization: Bearer <key>'")
-        account = self._accounts_by_key_hash.get(hash_api_key(key.strip()))
+        key_hash = hash_api_key(key.strip())
+        account = self._accounts_by_key_hash.get(key_hash)
         if account is None:
             raise Unauthorized("unknown or revoked API key")
-        return account
+        return Caller(account, key_id_of(key_hash))
+
+    def authenticate(self, authorization: str | None) -> str:
+        """The account of a valid, unrevoked API key."""
+        return self.caller(authorization).account
 
     def price(self, model: str, version: str | None) -> Credit:
         prices = self.config.prices
@@ -90,12 +101,19 @@ class PaidPath:
     def reserve(self, account: str, request_id: str, model: str, version: str | None) -> Reservation:
         return self.book.reserve(account, request_id, self.price(model, version))
 
-    async def charge(self, reservation: Reservation, model: str, version: str | None) -> Charged:
+    async def charge(
+        self, reservation: Reservation, model: str, version: str | None, key_id: str = ""
+    ) -> Charged:
         """Durably charge a served request; a request id charged before is not charged again."""
         try:
             new = await self.writer.commit(
                 NewCharge(
-                    reservation.request_id, reservation.account, model, version or "", reservation.amount
+                    reservation.request_id,
+                    reservation.account,
+                    model,
+                    version or "",
+                    reservation.amount,
+                    key_id,
                 )
             )
         except BaseException:

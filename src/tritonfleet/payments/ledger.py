@@ -110,11 +110,14 @@ class Ledger:
         with self._engine.connect() as connection:
             return int(connection.scalar(query) or 0)
 
-    def usage(self, account: str, limit: int = 100, before: UsageCursor | None = None) -> list[Charge]:
-        """The account's charges, newest first; `before` is the last one's `cursor`."""
+    def usage(
+        self, account: str, limit: int = 100, before: UsageCursor | None = None, key_id: str | None = None
+    ) -> list[Charge]:
+        """The account's charges (of one API key, given `key_id`), newest first; `before` is the
+        last one's `cursor`."""
         query = (
             select(ChargeRow)
-            .where(ChargeRow.account == account)
+            .where(ChargeRow.account == account, true() if key_id is None else ChargeRow.key_id == key_id)
             .order_by(ChargeRow.created_at_s.desc(), ChargeRow.request_id.desc())
             .limit(limit)
         )

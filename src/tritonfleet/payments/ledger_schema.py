@@ -78,6 +78,7 @@ class ChargeRow(Base):
     batch_id: Mapped[str | None] = mapped_column(ForeignKey("batch.batch_id"))
     created_at_s: Mapped[float] = mapped_column(Double)
     updated_at_s: Mapped[float] = mapped_column(Double)
+    key_id: Mapped[str] = mapped_column(String(16), server_default="")
 
     __table_args__ = (
         CheckConstraint("amount >= 0", name="amount"),

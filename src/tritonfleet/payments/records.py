@@ -30,6 +30,8 @@ class NewCharge:
     model: str
     version: str
     amount: Credit
+    # The API key that made the request (`key_id_of` its hash), for usage per key.
+    key_id: str = ""
 
     def __post_init__(self) -> None:
         if not 0 <= self.amount <= MAX_CHARGE:
@@ -47,6 +49,7 @@ class Charge:
     batch_id: str | None
     created_at_s: float
     updated_at_s: float
+    key_id: str = ""
 
     @property
     def cursor(self) -> UsageCursor:

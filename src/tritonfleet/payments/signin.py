@@ -19,6 +19,7 @@ from eth_account.messages import encode_defunct
 from eth_utils import is_address, to_checksum_address
 
 API_KEY_PREFIX = "tf_"
+KEY_ID_CHARS = 16
 
 
 class SignInError(Exception):
@@ -50,6 +51,11 @@ def hash_api_key(key: str) -> str:
     # A key carries 256 random bits, so a fast hash is enough: no dictionary can guess one,
     # and the gateway can check a key per request without a slow KDF.
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def key_id_of(key_hash: str) -> str:
+    """Names a key in listings and usage without revealing enough of its hash to matter."""
+    return key_hash[:KEY_ID_CHARS]
 
 
 def checksum(address: str) -> str:

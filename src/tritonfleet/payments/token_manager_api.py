@@ -11,12 +11,12 @@ from pydantic import BaseModel, Field
 
 from tritonfleet.payments.credit import CreditSnapshot
 from tritonfleet.payments.records import ApiKey, Batch, Charge
+from tritonfleet.payments.signin import key_id_of
 
 # Large enough for any test or demo, small enough that a dev chain's supply stays readable.
 FAUCET_MAX = 10**6
 PRICE_UNIT = "credit base units per request"
 # Characters of the key hash that name a key: 64 bits, unique among one account's keys.
-KEY_ID_CHARS = 16
 
 
 class ChallengeRequest(BaseModel):
@@ -71,6 +71,7 @@ class PriceList(BaseModel):
 
 class ChargeView(BaseModel):
     request_id: str
+    key_id: str = Field(description="The API key that made the request (see /v1/keys).")
     model: str
     version: str
     amount: int
@@ -116,10 +117,6 @@ class HealthzResponse(BaseModel):
     status: str = "ok"
 
 
-def key_id_of(key_hash: str) -> str:
-    return key_hash[:KEY_ID_CHARS]
-
-
 def at(timestamp_s: float) -> datetime:
     return datetime.fromtimestamp(timestamp_s, UTC)
 
@@ -145,6 +142,7 @@ def balance_view(snapshot: CreditSnapshot) -> BalanceResponse:
 def charge_view(charge: Charge) -> ChargeView:
     return ChargeView(
         request_id=charge.request_id,
+        key_id=charge.key_id,
         model=charge.model,
         version=charge.version,
         amount=charge.amount,

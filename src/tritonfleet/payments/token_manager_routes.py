@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tritonfleet.metrics import render
 from tritonfleet.payments.money import Credit
+from tritonfleet.payments.signin import key_id_of
 from tritonfleet.payments.token_manager_api import (
     BalanceResponse,
     ChallengeRequest,
@@ -32,7 +33,6 @@ from tritonfleet.payments.token_manager_api import (
     at,
     balance_view,
     charge_view,
-    key_id_of,
     key_view,
     settlement_view,
 )
@@ -114,9 +114,10 @@ async def usage(
     manager: Manager,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: Annotated[str | None, Query(description="`next_before` of the previous page.")] = None,
+    key_id: Annotated[str | None, Query(description="Only this API key's charges (see /v1/keys).")] = None,
 ) -> UsagePage:
-    """The account's charges, newest first, a page at a time."""
-    charges, next_before = await run_in_threadpool(manager.usage, caller.account, limit, before)
+    """The account's charges (or one key's), newest first, a page at a time."""
+    charges, next_before = await run_in_threadpool(manager.usage, caller.account, limit, before, key_id)
     return UsagePage(
         account=caller.account, charges=[charge_view(c) for c in charges], next_before=next_before
     )

@@ -28,9 +28,9 @@ from tritonfleet.payments.signin import (
     SignInError,
     checksum,
     hash_api_key,
+    key_id_of,
     new_api_key,
 )
-from tritonfleet.payments.token_manager_api import key_id_of
 from tritonfleet.payments.token_manager_errors import (
     BadRequest,
     FaucetClosed,
@@ -138,11 +138,13 @@ class TokenManager:
             pending = self.chain.pending_withdrawal_of(account).amount
         return deposit, pending, self.ledger.totals(account).unsettled
 
-    def usage(self, account: str, limit: int, before: str | None) -> tuple[list[Charge], str | None]:
+    def usage(
+        self, account: str, limit: int, before: str | None, key_id: str | None = None
+    ) -> tuple[list[Charge], str | None]:
         """One page of charges, newest first, and the cursor of the next page if there is one."""
         cursor = None if before is None else decode_cursor(before)
         # One row more than asked tells whether another page follows.
-        page = self.ledger.usage(account, limit + 1, cursor)
+        page = self.ledger.usage(account, limit + 1, cursor, key_id)
         if len(page) <= limit:
             return page, None
         return page[:limit], encode_cursor(page[limit - 1].cursor)
