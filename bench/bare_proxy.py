@@ -5,6 +5,7 @@ one upstream exchange over a keep-alive connection, copy the answer back). Each 
 swappable, so that `bench.overhead --stacks` can put the combinations side by side:
 
   --server aiohttp   aiohttp.web, as the gateway            raw   asyncio.Protocol + httptools
+           uvicorn  uvicorn (httptools) and a bare ASGI app
   --client aiohttp   aiohttp.ClientSession, as the gateway  httpx httpx.AsyncClient
            raw       a hand-kept pool of asyncio.Protocol connections parsed by httptools
   --loop   uvloop | asyncio
@@ -17,12 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import aiohttp
 import httptools
 import httpx
+import uvicorn
 import uvloop
 from aiohttp import web
 
@@ -236,7 +238,41 @@ async def raw_server(exchange: Exchange, host: str, port: int) -> Callable[[], A
     return close
 
 
-SERVERS = {"aiohttp": aiohttp_server, "raw": raw_server}
+async def uvicorn_server(exchange: Exchange, host: str, port: int) -> Callable[[], Awaitable[None]]:
+    """uvicorn's httptools protocol with a bare ASGI app: no framework in between."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        path = scope["raw_path"].decode("latin-1")
+        if scope["query_string"]:
+            path += "?" + scope["query_string"].decode("latin-1")
+        headers = _end_to_end([(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]])
+        status, out, payload = await exchange(scope["method"], path, headers, b"".join(chunks))
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out]
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": payload})
+
+    config = uvicorn.Config(
+        app, host=host, port=port, loop="none", http="httptools", lifespan="off", access_log=False
+    )
+    server = uvicorn.Server(config)
+    # Serves from the next loop turn; the benchmark polls until it answers.
+    task = asyncio.get_running_loop().create_task(server.serve())
+
+    async def close() -> None:
+        server.should_exit = True
+        await task
+
+    return close
+
+
+SERVERS = {"aiohttp": aiohttp_server, "raw": raw_server, "uvicorn": uvicorn_server}
 
 
 async def serve(server: str, client: str, upstream: str, port: int) -> None:

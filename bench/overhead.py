@@ -2,7 +2,7 @@
 modes, a bare aiohttp proxy and nginx, all in front of the same single Triton node.
 
     .venv/bin/python -m bench.overhead [--duration-s 5] [--rounds 3] [--only direct,gateway]
-                                       [--profile]
+                                       [--stacks] [--profile] [--nginx-workers 1] [--output FILE]
 
 Every target serves `POST /v2/models/simple/infer` with the same 16-int JSON body. Each is
 measured at saturation (`-t2 -c32`: requests per second) and closed-loop at low concurrency
@@ -11,8 +11,15 @@ interleave the targets so that drift of the machine hits them alike; the table s
 figure's median over rounds. Everything runs on loopback on this machine, wrk and Triton
 included, so the proxies compete with them for the same cores: that is part of the overhead.
 
-Results go to `bench/results/overhead.json`; with `--profile`, py-spy's folded stacks of each
-Python process under saturation go to `bench/results/profile-<target>-<process>.txt`.
+The figures per target: requests/s at saturation and its ratio to direct and to nginx; the
+CPU time the target's own processes spend per request (the steadiest figure on a shared
+machine: throughput moves with whatever else runs); p50/p99 at -c1 and -c4 and the p50 added
+over direct. The payment path is off: this measures what routing itself costs.
+
+`--stacks` adds bare proxies (`bench.bare_proxy`) on other server/client/loop combinations, to
+choose the gateway's stack by measurement. Results go to `bench/results/overhead.json`; with
+`--profile` (py-spy from PyPI in the venv), the folded stacks of each Python process under
+saturation go beside it as `profile-<target>-<process>.txt`.
 """
 
 from __future__ import annotations
@@ -63,6 +70,7 @@ STACKS = (
     "aiohttp/httpx/uvloop",
     "aiohttp/raw/uvloop",
     "raw/aiohttp/uvloop",
+    "uvicorn/aiohttp/uvloop",
     "raw/raw/uvloop",
 )
 
@@ -381,7 +389,7 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def profile(targets: list[Target], script: Path, duration_s: float) -> list[str]:
+def profile(targets: list[Target], script: Path, duration_s: float, folder: Path) -> list[str]:
     """py-spy's folded stacks of each Python process of each target, under saturation."""
     py_spy = Path(sys.executable).parent / "py-spy"
     written = []
@@ -390,7 +398,7 @@ def profile(targets: list[Target], script: Path, duration_s: float) -> list[str]
             continue
         spies = []
         for label, pid in target.pids.items():
-            path = RESULTS / f"profile-{target.name.replace(' ', '-').replace('/', '-')}-{label}.txt"
+            path = folder / f"profile-{target.name.replace(' ', '-').replace('/', '-')}-{label}.txt"
             argv = [
                 str(py_spy),
                 "record",
@@ -503,7 +511,7 @@ def run(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> dic
     }
     if args.profile:
         print("\nprofiling under saturation ...", flush=True)
-        result["profiles"] = profile(chosen, script, args.duration_s)
+        result["profiles"] = profile(chosen, script, args.duration_s, args.output.parent)
         print("\n".join(result["profiles"]))
     return result
 
@@ -521,8 +529,10 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install wrk nginx)", file=sys.stderr)
         return 2
+    # SIGINT explicitly too: a shell that starts us in the background leaves it ignored.
+    signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    RESULTS.mkdir(exist_ok=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp, contextlib.ExitStack() as stack:
         try:
             result = run(args, Path(tmp), stack)
