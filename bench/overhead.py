@@ -188,7 +188,11 @@ def service(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> I
 def extra_gateway(fleet: LocalCluster, name: str, **settings: str) -> Iterator[Target]:
     """One more gateway process of the same cluster, with some [gateway] keys changed."""
     port = free_port()
-    env = {**fleet.env, "TRITONFLEET_GATEWAY_PORT": str(port)}
+    env = {
+        **fleet.env,
+        "TRITONFLEET_GATEWAY_PORT": str(port),
+        "TRITONFLEET_GATEWAY_GRPC_PORT": str(free_port()),
+    }
     env.update({f"TRITONFLEET_GATEWAY_{key.upper()}": value for key, value in settings.items()})
     argv = [sys.executable, "-m", "tritonfleet", "gateway"]
     with service(name, argv, env, fleet.state_dir / "logs") as proc:

@@ -1,0 +1,178 @@
+"""The paid path against the unpaid one, side by side, for each kind of ledger.
+
+    .venv/bin/python -m bench.paid [--duration-s 5] [--rounds 3] [--ledgers sqlite,postgresql]
+
+For each ledger, one cluster with payments on (chain, token manager, settler, one Triton node
+serving `simple`) and two gateways in front of the same node: the cluster's own, charging every
+request to a funded key, and a second with payments off. wrk drives both with the same body
+(bench.overhead's harness: saturation and low-concurrency latency, targets interleaved per
+round). Every successful paid request is one durable charge, so the paid gateway's requests per
+second at saturation are its charges recorded per second. After the runs the settler settles
+everything; the gas of those settlements per settled inference is set beside the gas of one
+transaction per inference (the original design's `settlement = "per_request"`). Results go to
+`bench/results/paid.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.overhead import (
+    BODY,
+    RESULTS,
+    WRK_SCRIPT,
+    Target,
+    _raise_interrupt,
+    environment,
+    measure,
+    service,
+    summarize,
+    table,
+    wait_infer_ok,
+)
+from tests.e2e.cluster import cluster, paid_sections
+from tests.postgres import postgres_schema
+from tritonfleet.devaccount import DEV_CREDIT, dev_user, ensure_dev_key
+from tritonfleet.net import free_port
+from tritonfleet.payments.chain import connect
+from tritonfleet.payments.ledger import Ledger
+from tritonfleet.payments.states import BatchState
+from tritonfleet.up import LocalCluster
+
+# Enough credit for every paid request of a long run at a few thousand per second.
+CREDIT = 5_000_000
+FAUCET_MAX = 1_000_000
+
+
+@contextlib.contextmanager
+def unpaid_gateway(fleet: LocalCluster) -> Iterator[Target]:
+    port = free_port()
+    env = {
+        **fleet.env,
+        "TRITONFLEET_GATEWAY_PORT": str(port),
+        "TRITONFLEET_GATEWAY_GRPC_PORT": str(free_port()),
+        "TRITONFLEET_PAYMENTS_ENABLED": "false",
+    }
+    argv = [sys.executable, "-m", "tritonfleet", "gateway"]
+    with service("gateway_unpaid", argv, env, fleet.state_dir / "logs") as proc:
+        url = f"http://127.0.0.1:{port}"
+        wait_infer_ok(url, 60.0, proc)
+        yield Target("unpaid", url, {"gateway": proc.pid})
+
+
+def funded_key(fleet: LocalCluster) -> str:
+    """The dev account's key, with CREDIT in the vault and the gateway aware of it."""
+    _, key = ensure_dev_key(fleet.state_dir, fleet.token_manager_url)
+    address = dev_user(fleet.state_dir).address
+    top_ups = (CREDIT - DEV_CREDIT) // FAUCET_MAX
+    for _ in range(top_ups):
+        topped = httpx.post(
+            f"{fleet.token_manager_url}/v1/faucet",
+            json={"address": address, "amount": FAUCET_MAX},
+            timeout=60,
+        )
+        topped.raise_for_status()
+    headers = {"Authorization": f"Bearer {key}"}
+    deadline = time.monotonic() + 30
+    funded = DEV_CREDIT + top_ups * FAUCET_MAX
+    while httpx.get(f"{fleet.gateway_url}/v1/credit", headers=headers).json().get("deposit", 0) < funded:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the gateway did not see the deposit")
+        time.sleep(0.2)
+    return key
+
+
+def settlement_gas(fleet: LocalCluster) -> dict[str, Any]:
+    """Gas per settled inference once the settler has settled everything charged."""
+    with Ledger.open(fleet.config.payments.ledger_url) as ledger:
+        deadline = time.monotonic() + 120
+        while ledger.unsettled_by_account() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        batches = [b for b in ledger.settlements(limit=10**6) if b.state is BatchState.CONFIRMED]
+    chain = connect(fleet.config, signing=False)
+    gas = [chain.receipt_of(b.tx_hash).gas_used for b in batches if b.tx_hash]  # type: ignore[union-attr]
+    charges = sum(b.charge_count for b in batches)
+    return {
+        "batches": len(batches),
+        "charges": charges,
+        "gas": sum(gas),
+        "gas_per_inference": round(sum(gas) / charges, 1) if charges else None,
+    }
+
+
+def run_ledger(kind: str, args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
+    ledger_url = stack.enter_context(postgres_schema()) if kind == "postgresql" else ""
+    folder = tmp / kind
+    fleet = cluster(folder, {"node-1": ["simple"]}, **paid_sections(folder, ledger_url))
+    stack.callback(fleet.stop)
+    print(f"[{kind}] starting a paid cluster ...", flush=True)
+    fleet.start()
+    key = funded_key(fleet)
+    unpaid = stack.enter_context(unpaid_gateway(fleet))
+    paid = Target("paid", fleet.gateway_url, {"gateway": fleet.gateway.pid})
+    plain_script, paid_script = folder / "infer.lua", folder / "infer-paid.lua"
+    plain_script.write_text(WRK_SCRIPT % BODY)
+    paid_script.write_text(
+        WRK_SCRIPT.replace(
+            'wrk.headers["Content-Type"]',
+            f'wrk.headers["Authorization"] = "Bearer {key}"\nwrk.headers["Content-Type"]',
+        )
+        % BODY
+    )
+    runs = measure([unpaid], plain_script, args.duration_s, args.rounds)
+    runs |= measure([paid], paid_script, args.duration_s, args.rounds)
+    summary = summarize(runs)
+    ratio = summary["paid"]["saturation"]["rps"] / summary["unpaid"]["saturation"]["rps"]
+    print(table(summary))
+    print(
+        f"[{kind}] paid / unpaid throughput: {ratio:.2f}; charges recorded per second: "
+        f"{summary['paid']['saturation']['rps']:.0f}",
+        flush=True,
+    )
+    gas = settlement_gas(fleet)
+    print(f"[{kind}] settlement: {gas}", flush=True)
+    return {"summary": summary, "paid_vs_unpaid": round(ratio, 3), "settlement": gas}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration-s", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ledgers", default="sqlite,postgresql")
+    parser.add_argument("--output", type=Path, default=RESULTS / "paid.json")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    result: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "environment": environment(),
+    }
+    try:
+        for kind in args.ledgers.split(","):
+            with (
+                tempfile.TemporaryDirectory(prefix=f"bench-paid-{kind}-") as tmp,
+                contextlib.ExitStack() as stack,
+            ):
+                result[kind] = run_ledger(kind, args, Path(tmp), stack)
+    except KeyboardInterrupt:
+        print("interrupted; stopping everything", file=sys.stderr)
+        return 130
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
