@@ -6,7 +6,9 @@ STAMP := $(VENV)/.installed
 CHROMIUM_STAMP := $(VENV)/.chromium
 TINY_SD := models/stable_diffusion/tiny/model_index.json
 
-.PHONY: install up test lint clean
+BENCH_TOOLS := $(VENV)/.bench-tools
+
+.PHONY: install up test lint clean bench bench-smoke
 
 install: $(STAMP) models/digits/1/weights.npz $(TINY_SD) node_modules/.bin/anvil $(CHROMIUM_STAMP)
 	$(BIN)/python -m tritonfleet.payments.contracts
@@ -44,6 +46,25 @@ lint: install
 
 test: lint
 	$(BIN)/pytest -q
+
+# The benchmarks' load generator and reference proxy come from Debian's packages.
+$(BENCH_TOOLS): | $(STAMP)
+	command -v wrk >/dev/null && (command -v nginx >/dev/null || test -x /usr/sbin/nginx) \
+		|| (apt-get update && apt-get install -y wrk nginx)
+	touch $@
+
+# Every scenario with its full settings, then docs/benchmarks.md; about 12 minutes on 2 cores.
+bench: install $(BENCH_TOOLS)
+	$(BIN)/python -m bench.overhead --duration-s 3 --rounds 3
+	$(BIN)/python -m bench.scaleout --duration-s 4 --rounds 3
+	$(BIN)/python -m bench.skew --duration-s 4 --rounds 3
+	$(BIN)/python -m bench.failover
+	$(BIN)/python -m bench.paid --duration-s 3 --rounds 3
+	$(BIN)/python -m bench.report
+
+# Each scenario for a few seconds and the report, into a temp dir: proves the harness works.
+bench-smoke: install $(BENCH_TOOLS)
+	$(BIN)/python -m bench.smoke
 
 clean:
 	rm -rf $(VENV) .tritonfleet node_modules

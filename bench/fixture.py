@@ -1,0 +1,199 @@
+"""Clusters of the latency fixture (`models/_bench/latency`) for the scale-out, skew and failover
+scenarios, and the balancers put in front of them: one gateway per scheduling policy, nginx.
+
+Each node gets its own model repository in a temp dir: a copy of the fixture's config.pbtxt with
+the service time, instance count and name changed, and a link to its `1/model.py`. Dynamic
+batching is off in the copies, so that one instance serves one request per service time: a node
+then has a fixed capacity (instances * 1000 / service_time_ms requests/s), as a GPU-bound model
+at batch size 1 has, and the figures measure how the load is spread rather than how big the
+batches grow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.overhead import Target, service
+from tests.e2e.cluster import MODEL_DIRS, fleet_config
+from tritonfleet.net import free_port
+from tritonfleet.processes import ServiceProcess, die_with_parent
+from tritonfleet.up import LocalCluster, NodeSpec
+
+FIXTURE = MODEL_DIRS["latency"]
+LATENCY_BODY = json.dumps(
+    {"inputs": [{"name": "INPUT0", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]},
+    separators=(",", ":"),
+)
+
+
+def infer_path(model: str = "latency") -> str:
+    return f"/v2/models/{model}/infer"
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    """One copy of the fixture in a node's repository."""
+
+    name: str = "latency"
+    service_time_ms: float = 20.0
+    instances: int = 1
+
+
+def write_model(repository: Path, model: LatencyModel) -> None:
+    config = (FIXTURE / "config.pbtxt").read_text()
+    config = re.sub(r'^name: ".*"$', f'name: "{model.name}"', config, flags=re.M)
+    config = re.sub(r"^dynamic_batching \{ \}\n", "", config, flags=re.M)
+    config = re.sub(r"count: \d+", f"count: {model.instances}", config)
+    config = re.sub(
+        r'(key: "service_time_ms" value: \{ string_value: )"[^"]*"',
+        rf'\1"{model.service_time_ms:g}"',
+        config,
+    )
+    folder = repository / model.name
+    (folder / "1").mkdir(parents=True)
+    (folder / "config.pbtxt").write_text(config)
+    (folder / "1" / "model.py").symlink_to(FIXTURE / "1" / "model.py")
+
+
+def latency_cluster(
+    tmp: Path, nodes: dict[str, Sequence[LatencyModel]], **sections: dict[str, Any]
+) -> LocalCluster:
+    """A cluster (payments off) whose nodes each serve their own copies of the fixture."""
+    specs = []
+    for node_id, models in nodes.items():
+        repository = tmp / "repos" / node_id
+        repository.mkdir(parents=True)
+        for model in models:
+            write_model(repository, model)
+        specs.append(NodeSpec(node_id, {"model_repository": str(repository)}))
+    return LocalCluster(fleet_config(tmp, **sections), tmp / "state", specs)
+
+
+def start(fleet: LocalCluster, stack: contextlib.ExitStack, timeout_s: float = 300.0) -> None:
+    """Start the cluster, and stop it with the stack (even when starting fails halfway)."""
+    stack.callback(fleet.stop)
+    began = time.monotonic()
+    what = f"{len(fleet.nodes)} Triton node(s), health checker, scheduler and gateway"
+    print(f"starting {what} ...", flush=True)
+    fleet.start(timeout_s)
+    print(f"  cluster up in {time.monotonic() - began:.0f} s", flush=True)
+
+
+def triton_urls(fleet: LocalCluster) -> dict[str, str]:
+    """{node_id: Triton's own HTTP URL}, from the health checker."""
+    nodes = httpx.get(f"{fleet.health_url}/v1/nodes", timeout=5.0).json()["nodes"]
+    return {node["node_id"]: node["triton_http_url"] for node in nodes}
+
+
+def wait_serving(url: str, model: str, timeout_s: float, proc: Any = None) -> None:
+    """Until one infer of `model` through `url` answers 200."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if isinstance(proc, ServiceProcess) and not proc.alive():
+            break
+        if isinstance(proc, subprocess.Popen) and proc.poll() is not None:
+            break
+        try:
+            answer = httpx.post(url + infer_path(model), content=LATENCY_BODY, timeout=5.0)
+            if answer.status_code == 200:
+                return
+            last = f"{answer.status_code} {answer.text[:200]}"
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(0.2)
+    log = proc.tail() if isinstance(proc, ServiceProcess) else ""
+    raise RuntimeError(f"{url} did not serve {model} within {timeout_s} s (last: {last}); log ends:\n{log}")
+
+
+@contextlib.contextmanager
+def policy_gateway(fleet: LocalCluster, policy: str, model: str = "latency") -> Iterator[Target]:
+    """One more gateway of the cluster, its embedded scheduler on another policy."""
+    port = free_port()
+    env = {
+        **fleet.env,
+        "TRITONFLEET_GATEWAY_PORT": str(port),
+        "TRITONFLEET_GATEWAY_GRPC_PORT": str(free_port()),
+        "TRITONFLEET_SCHEDULER_POLICY": policy,
+    }
+    argv = [sys.executable, "-m", "tritonfleet", "gateway"]
+    with service(f"gateway-{policy}", argv, env, fleet.state_dir / "logs") as proc:
+        url = f"http://127.0.0.1:{port}"
+        wait_serving(url, model, 60.0, proc)
+        yield Target(policy, url, {"gateway": proc.pid})
+
+
+NGINX_BALANCER_CONF = """
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream triton {{
+        {method}
+        {servers}
+        keepalive 64;
+    }}
+    server {{
+        listen {listen};
+        location / {{
+            proxy_pass http://triton;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def nginx_balancer(
+    name: str, upstreams: Sequence[str], method: str, model: str = "latency"
+) -> Iterator[Target]:
+    """nginx (one worker, upstream keep-alive) balancing over Triton nodes with `method`
+    (`least_conn;`, or "" for its weighted round robin); our child, stopped after."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    port = free_port()
+    servers = "\n        ".join(f"server {url.removeprefix('http://')};" for url in upstreams)
+    with tempfile.TemporaryDirectory(prefix="bench-nginx-") as tmp:
+        conf = Path(tmp) / "nginx.conf"
+        conf.write_text(
+            NGINX_BALANCER_CONF.format(tmp=tmp, method=method, servers=servers, listen=f"127.0.0.1:{port}")
+        )
+        argv = [binary, "-p", tmp, "-c", str(conf), "-e", f"{tmp}/error.log"]
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_serving(url, model, 20.0, proc)
+            yield Target(name, url, {"nginx": proc.pid}, python=False)
+        finally:
+            proc.terminate()  # nginx's fast shutdown; its worker shares its process group
+            try:
+                proc.wait(10.0)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()

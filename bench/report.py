@@ -1,0 +1,669 @@
+"""Writes docs/benchmarks.md and its plots (docs/bench-*.png) from bench/results/*.json.
+
+    .venv/bin/python -m bench.report [--results bench/results] [--docs docs]
+
+Every figure on the page comes from the JSON files; a scenario whose file is missing is listed
+as not run. The targets of the benchmark issue are checked here, each marked reached or missed
+with the margin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = ("overhead", "scaleout", "skew", "failover", "paid")
+# Every Ethereum transaction costs at least this much gas before it does anything.
+INTRINSIC_TX_GAS = 21_000
+NONE = "\u2013"  # an en dash, for figures not measured
+
+
+@dataclass(frozen=True)
+class Check:
+    """One target of the issue against its figure."""
+
+    target: str
+    goal: str
+    measured: str
+    reached: bool | None  # None: not measured
+    margin: str
+
+
+def load(folder: Path) -> dict[str, Any]:
+    results = {}
+    for name in (*SCENARIOS, "stacks"):
+        path = folder / f"{name}.json"
+        if path.exists():
+            results[name] = json.loads(path.read_text())
+    return results
+
+
+def md_table(head: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt(value: Any, spec: str = ".1f", unit: str = "") -> str:
+    return NONE if value is None else f"{value:{spec}}{unit}"
+
+
+def verdict(reached: bool | None) -> str:
+    return {True: "**reached**", False: "**missed**", None: "not measured"}[reached]
+
+
+# --- targets -----------------------------------------------------------------------------------
+
+
+def checks(r: dict[str, Any]) -> list[Check]:
+    out = []
+    if "overhead" in r:
+        gw = r["overhead"]["summary"]["gateway"]
+        added_c4, added_c1 = gw["c4"]["p50_added_ms"], gw["c1"]["p50_added_ms"]
+        out.append(
+            Check(
+                "gateway overhead: p50 added at moderate load",
+                "≤ 1 ms over direct",
+                f"+{added_c4:.3f} ms at 4 connections (+{added_c1:.3f} ms at 1)",
+                added_c4 <= 1.0,
+                f"{1.0 - added_c4:+.3f} ms of headroom" if added_c4 <= 1 else f"{added_c4 - 1:.3f} ms over",
+            )
+        )
+        ratio = gw["rps_vs_nginx"]
+        out.append(
+            Check(
+                "gateway overhead: tiny-request throughput",
+                "≥ 40% of nginx's",
+                f"{ratio:.0%} of nginx ({gw['saturation']['rps']:.0f} vs "
+                f"{r['overhead']['summary']['nginx']['saturation']['rps']:.0f} req/s)",
+                ratio >= 0.4,
+                f"{(ratio - 0.4) * 100:+.0f} points",
+            )
+        )
+    if "scaleout" in r:
+        summary = r["scaleout"]["summary"]
+        largest = max(r["scaleout"]["settings"]["sizes"])
+        eff = summary[f"gateway_n{largest}"]["efficiency"]
+        out.append(
+            Check(
+                f"scale-out efficiency at {largest} nodes",
+                "≥ 90%",
+                f"{eff:.1%}",
+                eff >= 0.9 if largest == 8 else None,
+                f"{(eff - 0.9) * 100:+.1f} points" + ("" if largest == 8 else f" (at {largest}, not 8)"),
+            )
+        )
+    if "skew" in r:
+        s = r["skew"]
+        best = s["best_policy"]
+        ratio = s["summary"][best]["p99_vs_round_robin"]
+        out.append(
+            Check(
+                "skew: p99 of the best policy vs round robin",
+                "≤ 50% of round robin's",
+                f"{best}: {s['summary'][best]['p99_ms']:.0f} ms = {ratio:.0%} of "
+                f"{s['summary']['round_robin']['p99_ms']:.0f} ms",
+                ratio <= 0.5,
+                f"{(0.5 - ratio) * 100:+.0f} points",
+            )
+        )
+    if "failover" in r:
+        f = r["failover"]["summary"]
+        out.append(
+            Check(
+                "failover: client-visible errors (retriable requests)",
+                "0",
+                f"{f['errors']} of {f['requests']}",
+                f["errors"] == 0,
+                "none" if f["errors"] == 0 else f"{f['errors']} errors",
+            )
+        )
+        ejected = f["ejected_after_s"]
+        out.append(
+            Check(
+                "failover: dead node out of rotation",
+                "< 1 s",
+                f"ejected {fmt(ejected, '.3f', ' s')} after the kill (first failed attempt)",
+                None if ejected is None else ejected < 1.0,
+                NONE if ejected is None else f"{1.0 - ejected:.3f} s to spare",
+            )
+        )
+    if "paid" in r and "sqlite" in r["paid"]:
+        ratio = r["paid"]["sqlite"]["paid_vs_unpaid"]
+        out.append(
+            Check(
+                "paid path throughput, SQLite ledger",
+                "≥ 80% of unpaid",
+                f"{ratio:.0%}",
+                ratio >= 0.8,
+                f"{(ratio - 0.8) * 100:+.0f} points",
+            )
+        )
+    return out
+
+
+# --- plots -------------------------------------------------------------------------------------
+
+
+def save(fig: Any, docs: Path, name: str) -> str:
+    path = docs / f"bench-{name}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def plot_overhead(r: dict[str, Any], docs: Path) -> str:
+    summary = r["summary"]
+    names = list(summary)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    rps = [summary[n]["saturation"]["rps"] for n in names]
+    left.barh(names, rps, color=["#888" if n in ("direct", "nginx") else "#3a7" for n in names])
+    left.set_xlabel("requests/s at saturation (wrk -t2 -c32)")
+    left.invert_yaxis()
+    for y, value in enumerate(rps):
+        left.text(value, y, f" {value:.0f}", va="center", fontsize=8)
+    added = [summary[n]["c4"].get("p50_added_ms", 0.0) for n in names]
+    right.barh(names, added, color="#37a")
+    right.axvline(1.0, color="red", linestyle="--", label="target: 1 ms")
+    right.set_xlabel("p50 added over direct at 4 connections (ms)")
+    right.invert_yaxis()
+    right.legend()
+    fig.suptitle("Overhead on tiny requests (simple model, one Triton node)")
+    return save(fig, docs, "overhead")
+
+
+def plot_scaleout(r: dict[str, Any], docs: Path) -> str:
+    sizes = r["settings"]["sizes"]
+    summary = r["summary"]
+    rps = [summary[f"gateway_n{n}"]["rps"] for n in sizes]
+    one = rps[0] / sizes[0]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot(sizes, [n * one for n in sizes], "--", color="#888", label="linear from 1 node")
+    ideal = 1000 / r["settings"]["service_time_ms"]
+    ax.plot(sizes, [n * ideal for n in sizes], ":", color="#aaa", label=f"{ideal:.0f} req/s per node")
+    ax.plot(sizes, rps, "o-", color="#3a7", label="through the gateway")
+    for n, value in zip(sizes, rps, strict=True):
+        eff = summary[f"gateway_n{n}"]["efficiency"]
+        ax.annotate(f"{value:.0f} ({eff:.0%})", (n, value), textcoords="offset points", xytext=(5, -12))
+    ax.set_xticks(sizes)
+    ax.set_xlabel("nodes")
+    ax.set_ylabel("requests/s")
+    ax.set_title(f"Scale-out: latency fixture, {r['settings']['service_time_ms']:g} ms, 1 instance per node")
+    ax.legend()
+    return save(fig, docs, "scaleout")
+
+
+def plot_skew(r: dict[str, Any], docs: Path) -> str:
+    summary = r["summary"]
+    names = list(summary)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [2, 1]})
+    width = 0.27
+    for i, (key, label) in enumerate((("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9"))):
+        xs = [x + (i - 1) * width for x in range(len(names))]
+        left.bar(xs, [summary[n][key] for n in names], width, label=label)
+    left.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names], fontsize=8)
+    left.set_ylabel("latency (ms)")
+    left.legend()
+    right.bar(range(len(names)), [summary[n]["rps"] for n in names], color="#3a7")
+    right.axhline(r["settings"]["capacity_rps"], color="#888", linestyle="--", label="capacity")
+    right.set_ylim(0, r["settings"]["capacity_rps"] * 1.15)
+    right.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names], fontsize=7)
+    right.set_ylabel("requests/s")
+    right.legend()
+    times = "/".join(f"{t:g}" for t in r["settings"]["service_times_ms"])
+    fig.suptitle(f"Skew: four nodes at {times} ms, {r['settings']['connections']} connections")
+    return save(fig, docs, "skew")
+
+
+def plot_failover(r: dict[str, Any], docs: Path) -> str:
+    rows, events = r["timeline"], r["events"]
+    bin_s = rows[1]["t_s"] - rows[0]["t_s"] if len(rows) > 1 else 0.25
+    nodes = sorted({node for row in rows for node in row["by_node"]})
+    ts = [row["t_s"] for row in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    bottoms = [0.0] * len(rows)
+    for node in nodes:
+        values = [row["by_node"].get(node, 0) / bin_s for row in rows]
+        top.bar(ts, values, bin_s, bottom=bottoms, align="edge", label=node)
+        bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
+    errors = [row["errors"] / bin_s for row in rows]
+    if any(errors):
+        top.bar(ts, errors, bin_s, bottom=bottoms, align="edge", color="red", label="errors")
+    top.set_ylabel("answers/s by serving node")
+    top.legend(loc="lower left", fontsize=8, ncol=len(nodes) + 1)
+    bottom.plot(ts, [row["p50_ms"] for row in rows], label="p50")
+    bottom.plot(ts, [row["p99_ms"] for row in rows], label="p99")
+    bottom.set_ylabel(f"latency per {bin_s:g} s (ms)")
+    bottom.set_xlabel("seconds (by send time)")
+    bottom.legend(fontsize=8)
+    for ax in (top, bottom):
+        for key, label, color in (("kill_s", "SIGKILL", "red"), ("restart_s", "restart", "green")):
+            if key in events:
+                ax.axvline(events[key], color=color, linestyle="--")
+                if ax is top:
+                    ax.text(events[key], ax.get_ylim()[1] * 0.95, f" {label}", color=color, va="top")
+    settings = r["settings"]
+    title = f"{settings['rate_rps']:g} req/s open loop, {settings['victim']} killed and restarted"
+    fig.suptitle(f"Failover: {title}")
+    return save(fig, docs, "failover")
+
+
+def plot_paid(r: dict[str, Any], docs: Path) -> str:
+    ledgers = [k for k in ("sqlite", "postgresql") if k in r]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, ledger in enumerate(ledgers):
+        summary = r[ledger]["summary"]
+        unpaid, paid = summary["unpaid"]["saturation"]["rps"], summary["paid"]["saturation"]["rps"]
+        ax.bar([i - 0.2], [unpaid], 0.4, color="#888", label="unpaid" if i == 0 else None)
+        ax.bar([i + 0.2], [paid], 0.4, color="#3a7", label="paid" if i == 0 else None)
+        ax.text(i + 0.2, paid, f"{paid / unpaid:.0%}", ha="center", va="bottom")
+    ax.set_xticks(range(len(ledgers)), ledgers)
+    ax.set_ylabel("requests/s at saturation")
+    ax.set_title("Paid path vs unpaid, per ledger (simple model)")
+    ax.legend()
+    return save(fig, docs, "paid")
+
+
+# --- the page ----------------------------------------------------------------------------------
+
+
+def overhead_section(r: dict[str, Any], image: str) -> str:
+    s = r["summary"]
+    rows = [
+        [
+            name,
+            fmt(f["saturation"]["rps"], ".0f"),
+            fmt(f.get("rps_vs_direct"), ".2f"),
+            fmt(f.get("rps_vs_nginx"), ".2f"),
+            fmt(f["saturation"]["cpu_us_per_request"], ".0f"),
+            fmt(f["c1"]["p50_ms"], ".3f"),
+            fmt(f["c1"]["p99_ms"], ".2f"),
+            fmt(f["c4"]["p50_ms"], ".3f"),
+            fmt(f["c4"]["p99_ms"], ".2f"),
+            fmt(f["c4"].get("p50_added_ms"), "+.3f"),
+        ]
+        for name, f in s.items()
+    ]
+    head = ["target", "req/s", "÷ direct", "÷ nginx", "CPU µs/req", "c1 p50", "c1 p99", "c4 p50", "c4 p99"]
+    head.append("c4 p50 added")
+    settings = r["settings"]
+    return "\n\n".join(
+        [
+            "## 1. Overhead on tiny requests",
+            f"`bench/overhead.py`: one Triton node serving `simple` ({settings['body_bytes']}-byte JSON "
+            "body); wrk at saturation (`-t2 -c32`) and closed loop at 1 and 4 connections; "
+            f"{settings['rounds']} interleaved rounds of {settings['duration_s']:g} s, medians. Latencies "
+            "in ms. *CPU µs/req* is the CPU time of the target's own processes per request (the "
+            "steadiest figure on a shared machine). nginx runs "
+            f"{settings['nginx_workers']} worker, as the gateway runs on one core.",
+            md_table(head, rows),
+            f"![overhead]({image})",
+        ]
+    )
+
+
+def stacks_section(r: dict[str, Any]) -> str:
+    s = r["summary"]
+    bare = {name: f for name, f in s.items() if name.startswith("bare") or name == "gateway"}
+    ordered = sorted(bare.items(), key=lambda item: item[1]["saturation"]["cpu_us_per_request"] or 1e9)
+    rows = [
+        [
+            "aiohttp/aiohttp/uvloop (bare_aiohttp)" if name == "bare_aiohttp" else name.removeprefix("bare "),
+            fmt(f["saturation"]["rps"], ".0f"),
+            fmt(f["saturation"]["cpu_us_per_request"], ".0f"),
+            fmt(f["c1"].get("p50_added_ms"), "+.3f"),
+            fmt(f["saturation"]["foreign_cpu_share"], ".0%"),
+        ]
+        for name, f in ordered
+    ]
+    cheapest = ordered[0][0].removeprefix("bare ")
+
+    def cpu(name: str) -> str:
+        return fmt(s.get(name, {}).get("saturation", {}).get("cpu_us_per_request"), ".0f")
+
+    foreign = max(f["saturation"]["foreign_cpu_share"] for f in s.values())
+    return "\n\n".join(
+        [
+            "### Choosing the gateway's stack",
+            "`bench/overhead.py --stacks` (results in `bench/results/stacks.json`, "
+            f"{r['when']}) puts bare proxies on other server/client/event-loop combinations "
+            "(server/client/loop; `raw` is a hand-written asyncio protocol) in front of the same "
+            "node, beside the gateway. Sorted by CPU per request at saturation, which is what "
+            "bounds a proxy on a busy machine; requests/s moved with other work on the machine "
+            f"(up to {foreign:.0%} of its CPU was used by other processes during that run), so "
+            "read them as rough.",
+            md_table(["stack", "req/s", "CPU µs/req", "c1 p50 added (ms)", "foreign CPU"], rows),
+            "The gateway runs aiohttp's server and client on uvloop (the stack of `bare_aiohttp`, "
+            f"{cpu('bare_aiohttp')} µs per request in that run). The cheapest bare stack was "
+            f"`{cheapest}` at {ordered[0][1]['saturation']['cpu_us_per_request']:.0f} µs, a "
+            "hand-written HTTP/1.1 server and client that handle only what this benchmark sends; "
+            f"uvicorn's server ({cpu('bare uvicorn/aiohttp/uvloop')} µs) and the hand-written "
+            f"client behind aiohttp's server ({cpu('bare aiohttp/raw/uvloop')} µs) saved nothing, "
+            f"and httpx as the upstream client ({cpu('bare aiohttp/httpx/uvloop')} µs) is out of "
+            "the question for the hot path. The gap between the gateway and the bare aiohttp proxy "
+            "is the gateway's own work (routing, scheduling, metrics, request ids, retries).",
+        ]
+    )
+
+
+def scaleout_section(r: dict[str, Any], image: str) -> str:
+    s, settings = r["summary"], r["settings"]
+    direct = s["direct_n1"]
+    rows = [["1, direct to Triton", fmt(direct["rps"]), NONE, NONE, fmt(direct["p50_ms"])]]
+    rows[0] += [fmt(direct["p99_ms"]), fmt(direct.get("foreign_cpu_share"), ".0%")]
+    for n in settings["sizes"]:
+        f = s[f"gateway_n{n}"]
+        rows.append(
+            [
+                str(n),
+                fmt(f["rps"]),
+                f"{n * 1000 / settings['service_time_ms']:.0f}",
+                f"{f['efficiency']:.1%}",
+                fmt(f["p50_ms"]),
+                fmt(f["p99_ms"]),
+                fmt(f.get("foreign_cpu_share"), ".0%"),
+            ]
+        )
+    return "\n\n".join(
+        [
+            "## 2. Scale-out",
+            "`bench/scaleout.py`: one cluster of "
+            f"{max(settings['sizes'])} nodes, the latency fixture at {settings['service_time_ms']:g} ms "
+            "with one instance and no dynamic batching per node (a node serves at most "
+            f"{1000 / settings['service_time_ms']:.0f} requests/s), and one model name per size "
+            "served by exactly that many nodes, so all sizes run interleaved on one cluster. wrk "
+            f"keeps {settings['connections_per_node']} connections per node open; "
+            f"{settings['rounds']} rounds of {settings['duration_s']:g} s, medians; policy "
+            f"`{settings['policy']}`. Efficiency = req/s at N ÷ (N \u00d7 req/s at 1 node), both "
+            "through the gateway.",
+            md_table(["nodes", "req/s", "ideal", "efficiency", "p50 ms", "p99 ms", "foreign CPU"], rows),
+            per_round(r),
+            f"![scale-out]({image})",
+        ]
+    )
+
+
+def per_round(r: dict[str, Any]) -> str:
+    """Each round's req/s per size: on a shared machine one stalled round shows here."""
+    sizes = r["settings"]["sizes"]
+    rounds = len(r["runs"][f"gateway_n{sizes[0]}"])
+    rows = [[str(n), *(fmt(run["rps"]) for run in r["runs"][f"gateway_n{n}"])] for n in sizes]
+    head = ["nodes", *(f"round {i} req/s" for i in range(1, rounds + 1))]
+    return "Each round (the table above shows medians):\n\n" + md_table(head, rows)
+
+
+SKEW_HEAD = ["target", "req/s", "p50", "p99", "p99.9", "max", "p99 ÷ rr", "req/s ÷ rr", "foreign CPU"]
+
+
+def skew_section(r: dict[str, Any], image: str) -> str:
+    s, settings = r["summary"], r["settings"]
+    rows = [
+        [
+            name,
+            fmt(f["rps"]),
+            fmt(f["p50_ms"]),
+            fmt(f["p99_ms"]),
+            fmt(f["p999_ms"]),
+            fmt(f["max_ms"]),
+            f"{f['p99_vs_round_robin']:.2f}",
+            f"{f['rps_vs_round_robin']:.2f}",
+            fmt(f.get("foreign_cpu_share"), ".0%"),
+        ]
+        for name, f in s.items()
+    ]
+    times = " / ".join(f"{t:g}" for t in settings["service_times_ms"])
+    return "\n\n".join(
+        [
+            "## 3. Load balancing under skew",
+            f"`bench/skew.py`: four nodes at {times} ms (one instance each, no batching: capacity "
+            f"{settings['capacity_rps']:.0f} req/s), one gateway per scheduling policy, and nginx over "
+            "the same four Triton nodes with `least_conn` and with its default round robin. wrk "
+            f"closed loop, {settings['connections']} connections, {settings['rounds']} interleaved "
+            f"rounds of {settings['duration_s']:g} s, medians; p99.9 from wrk's histogram. Latencies "
+            "in ms.",
+            md_table(SKEW_HEAD, rows),
+            f"![skew]({image})",
+            "Round robin sends a quarter of the requests to the slow node whatever its queue, so "
+            "with a closed loop most connections end up waiting there: throughput drops to about "
+            "four times the slow node's rate and p99 is its queue. `least_outstanding` sends each "
+            "request to the node with the fewest in flight; `p2c` samples two nodes and takes the "
+            "less loaded, so the slow node still wins some draws against a busier fast one. "
+            + skew_comparison(r),
+        ]
+    )
+
+
+def skew_comparison(r: dict[str, Any]) -> str:
+    s, slow_ms = r["summary"], max(r["settings"]["service_times_ms"])
+    best = r["best_policy"]
+    text = (
+        f"The best policy's p99 ({s[best]['p99_ms']:.0f} ms) is "
+        f"{s[best]['p99_ms'] / slow_ms:.1f} times the slow node's service time: requests that "
+        "land there queue behind about that many others."
+    )
+    if "nginx_least_conn" in s:
+        ngx = s["nginx_least_conn"]
+        relation = "lower" if ngx["p99_ms"] < s[best]["p99_ms"] else "no lower"
+        text += (
+            f" nginx's `least_conn` over the same nodes reached a {relation} p99 "
+            f"({ngx['p99_ms']:.0f} ms, {ngx['p99_vs_round_robin']:.0%} of round robin's) at "
+            f"{ngx['rps']:.0f} req/s against {s[best]['rps']:.0f}."
+        )
+    return text
+
+
+def failover_section(r: dict[str, Any], image: str) -> str:
+    f, settings = r["summary"], r["settings"]
+
+    def window(name: str, w: dict[str, Any]) -> list[str]:
+        figures = [fmt(w["p50_ms"]), fmt(w["p99_ms"]), fmt(w["max_ms"])]
+        return [name, str(w["requests"]), str(w["errors"]), *figures]
+
+    rows = [
+        ["client-visible errors", f"{f['errors']} of {f['requests']}"],
+        ["dead node ejected (first failed attempt at it)", fmt(f["ejected_after_s"], ".3f", " s")],
+        ["failed attempts at the dead node (each retried)", fmt(f["failed_attempts_at_dead_node"], ".0f")],
+        ["last attempt at the dead node", fmt(f["last_attempt_at_dead_node_s"], ".3f", " s")],
+        ["dropped from the gateway's view", fmt(f["out_of_gateway_view_s"], ".3f", " s")],
+        ["after restart: back in the gateway's view", fmt(f["back_in_gateway_view_s"], ".3f", " s")],
+        ["after restart: serving again", fmt(f["serving_again_s"], ".3f", " s")],
+    ]
+    windows = [
+        window("steady, before the kill", f["steady"]),
+        window("2 s after the kill", f["after_kill"]),
+        window("restart until 2 s after serving again", f["after_restart"]),
+    ]
+    return "\n\n".join(
+        [
+            "## 4. Failover",
+            f"`bench/failover.py`: four nodes at {settings['service_time_ms']:g} ms, "
+            f"{settings['rate_rps']:g} requests/s open loop from an asyncio client (it reads each "
+            "answer's `X-Tritonfleet-Node`, which wrk cannot report); "
+            f"{settings['victim']}'s manager is SIGKILLed (its Triton dies with it) after "
+            f"{settings['steady_s']:g} s and restarted {settings['dead_s']:g} s later. The gateway's "
+            f"`/metrics` and `/v1/nodes` are polled every {settings['poll_s'] * 1000:.0f} ms, so the "
+            "times from them are good to that much. Times after the kill unless marked. Settings: "
+            f"policy `{settings['policy']}`, eject back-off from {settings['eject_base_s']:g} s, "
+            f"heartbeat every {settings['heartbeat_interval_s']:g} s, TTL {settings['ttl_s']:g} s.",
+            md_table(["figure", "value"], rows),
+            md_table(["window (by send time)", "requests", "errors", "p50 ms", "p99 ms", "max ms"], windows),
+            f"![failover]({image})",
+            "The gateway ejects a node on its first failure (connection refused or reset) and "
+            "retries the request on another node, so the kill costs the client nothing but that "
+            "retry. While ejected the node is tried again after a back-off that doubles (half-open), "
+            "each such try retried elsewhere too, until the health checker's TTL runs out and the "
+            "gateway's view drops the node. After the restart, most of the time goes to Triton "
+            "starting and loading the model; the node is routed to from its first good heartbeat.",
+        ]
+    )
+
+
+def paid_section(r: dict[str, Any], image: str) -> str:
+    rows = []
+    for ledger in ("sqlite", "postgresql"):
+        if ledger not in r:
+            continue
+        s, gas = r[ledger]["summary"], r[ledger]["settlement"]
+        per_request = gas.get("per_request_gas_per_inference") or gas.get("per_request_gas")
+        rows.append(
+            [
+                ledger,
+                fmt(s["unpaid"]["saturation"]["rps"], ".0f"),
+                fmt(s["paid"]["saturation"]["rps"], ".0f"),
+                f"{r[ledger]['paid_vs_unpaid']:.0%}",
+                fmt(s["unpaid"]["saturation"]["cpu_us_per_request"], ".0f"),
+                fmt(s["paid"]["saturation"]["cpu_us_per_request"], ".0f"),
+                fmt(s["paid"]["c1"]["p50_ms"] - s["unpaid"]["c1"]["p50_ms"], "+.3f"),
+                f"{gas['charges']} in {gas['batches']}",
+                fmt(gas["gas_per_inference"], ".0f"),
+                fmt(per_request, ".0f") if per_request else f"≥ {INTRINSIC_TX_GAS:,}",
+            ]
+        )
+    head = ["ledger", "unpaid req/s", "paid req/s = charges/s", "paid ÷ unpaid", "CPU µs/req unpaid"]
+    head += ["CPU µs/req paid", "c1 p50 added (ms)", "charges settled in batches", "gas per inference"]
+    head.append("gas, one tx per inference")
+    return "\n\n".join(
+        [
+            "## 5. Paid path",
+            "`bench/paid.py`: per ledger, one cluster with payments on (dev chain, token manager, "
+            "settler, one node serving `simple`) and two gateways in front of the same node, one "
+            "charging every request to a funded key and one with payments off; the overhead "
+            "harness drives both. Every paid answer is one durable charge, so paid req/s are the "
+            "charges recorded per second. After the load the settler settles everything; gas per "
+            "settled inference is set beside one transaction per inference (the original design), "
+            f"which costs at least the {INTRINSIC_TX_GAS:,} gas every Ethereum transaction pays "
+            "before doing anything (more with its storage writes), where the run did not measure it.",
+            md_table(head, rows),
+            f"![paid]({image})",
+        ]
+    )
+
+
+def environment_section(r: dict[str, Any]) -> str:
+    rows = []
+    for name in (*SCENARIOS, "stacks"):
+        if name not in r:
+            rows.append([name, "not run", "", ""])
+            continue
+        env = r[name].get("environment", {})
+        wall = r[name].get("wall_s")
+        rows.append(
+            [
+                name,
+                r[name].get("when", ""),
+                f"{env.get('cpus', '?')} CPUs, Linux {env.get('kernel', '?')}, "
+                f"Python {env.get('python', '?')}",
+                "" if wall is None else f"{wall:.0f} s" + (" (smoke)" if r[name].get("smoke") else ""),
+            ]
+        )
+    env = next((r[n]["environment"] for n in (*SCENARIOS, "stacks") if n in r), {})
+    return "\n\n".join(
+        [
+            "## What ran where",
+            "Every process of a scenario — Triton nodes, the project's services, nginx and the "
+            f"load generator — ran on one machine with {env.get('cpus', '?')} CPU cores "
+            "(a shared, virtualised build machine; other work ran on it at the same time, which the "
+            "overhead tables show as *foreign CPU*). So the proxies compete with Triton and wrk for "
+            "the same cores, and absolute figures are low and noisy; the ratios, measured side by "
+            "side in interleaved rounds, are what to read. Triton is the `tritonserver` 2.51 of the "
+            f"`nvidia-pytriton` wheel on CPU; {env.get('nginx', 'nginx')}; {env.get('wrk', 'wrk')}; "
+            f"aiohttp {env.get('aiohttp', '?')}, uvloop {env.get('uvloop', '?')}.",
+            md_table(["scenario", "run at (UTC)", "machine", "wall time"], rows),
+        ]
+    )
+
+
+def page(r: dict[str, Any], docs: Path) -> str:
+    parts = [
+        "# Benchmarks",
+        "Produced by `make bench` (every scenario with its full settings, then `bench/report.py`, "
+        "which writes this page from `bench/results/*.json`); `make bench-smoke` runs each "
+        "scenario for a few seconds to prove the harness works. Load comes from `wrk` (Debian's "
+        "package, with a Lua script) except in the failover scenario. Timings are never asserted "
+        "in tests; every comparison here was measured side by side in one run.",
+        "## Targets",
+        md_table(
+            ["target", "goal", "measured", "verdict", "margin"],
+            [[c.target, c.goal, c.measured, verdict(c.reached), c.margin] for c in checks(r)],
+        ),
+        missed_notes(r),
+    ]
+    Section = Callable[[dict[str, Any], str], str]
+    Plot = Callable[[dict[str, Any], Path], str]
+    sections: list[tuple[str, Section, Plot]] = [
+        ("overhead", overhead_section, plot_overhead),
+        ("scaleout", scaleout_section, plot_scaleout),
+        ("skew", skew_section, plot_skew),
+        ("failover", failover_section, plot_failover),
+        ("paid", paid_section, plot_paid),
+    ]
+    for name, section, plot in sections:
+        if name not in r:
+            parts.append(f"## {name}\n\nNot run: `bench/results/{name}.json` is missing.")
+            continue
+        parts.append(section(r[name], plot(r[name], docs)))
+        if name == "overhead" and "stacks" in r:
+            parts.append(stacks_section(r["stacks"]))
+    parts.append(environment_section(r))
+    return "\n\n".join(part for part in parts if part) + "\n"
+
+
+def missed_notes(r: dict[str, Any]) -> str:
+    """Why each missed target was missed, from the figures themselves."""
+    notes = []
+    for check in checks(r):
+        if check.reached is not False:
+            continue
+        if check.target.startswith("paid") and "paid" in r:
+            s = r["paid"]["sqlite"]["summary"]
+            unpaid = s["unpaid"]["saturation"]["cpu_us_per_request"]
+            paid = s["paid"]["saturation"]["cpu_us_per_request"]
+            notes.append(
+                f"- **{check.target}** missed by {(0.8 - r['paid']['sqlite']['paid_vs_unpaid']) * 100:.0f} "
+                f"points: the paying gateway spends {paid:.0f} µs of CPU per request against "
+                f"{unpaid:.0f} µs unpaid (authentication, reservation, commit, and the ledger "
+                "writes), and at saturation on 2 shared cores throughput follows CPU per request."
+            )
+        elif check.target.startswith("scale-out") and "scaleout" in r:
+            notes.append(
+                f"- **{check.target}** missed ({check.measured}): at 8 nodes this 2-core machine "
+                "runs 8 `tritonserver` processes, their Python backend stubs, the gateway and wrk; "
+                "see the scale-out section for where the throughput went."
+            )
+        else:
+            notes.append(f"- **{check.target}** missed: {check.measured} against {check.goal}.")
+    return "\n".join(notes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs")
+    args = parser.parse_args(argv)
+    results = load(args.results)
+    if not results:
+        print(f"no results in {args.results}", file=sys.stderr)
+        return 1
+    args.docs.mkdir(parents=True, exist_ok=True)
+    target = args.docs / "benchmarks.md"
+    target.write_text(page(results, args.docs))
+    for check in checks(results):
+        print(f"{verdict(check.reached).strip('*'):12} {check.target}: {check.measured} (goal {check.goal})")
+    print(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
