@@ -99,6 +99,8 @@ class GatewayConfig(Section):
     request_timeout_s: float = 60.0
     connect_timeout_s: float = 1.0
     max_body_bytes: int = 64 * 1024 * 1024
+    # Largest gRPC message, in either direction (RESOURCE_EXHAUSTED above).
+    grpc_max_message_bytes: int = 64 * 1024 * 1024
     max_attempts: int = 3
     # Passive ejection: after this many consecutive failures a node is skipped for a back-off
     # that starts at eject_base_s and doubles up to eject_max_s while it keeps failing.

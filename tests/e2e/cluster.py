@@ -14,6 +14,7 @@ MODELS = Path(__file__).resolve().parents[2] / "models"
 MODEL_DIRS = {
     "simple": MODELS / "simple",
     "digits": MODELS / "digits",
+    "countdown": MODELS / "countdown",
     "latency": MODELS / "_bench" / "latency",
 }
 
@@ -62,7 +63,7 @@ def fleet_config(tmp_path: Path, **sections: dict[str, Any]) -> FleetConfig:
         "cluster": {"health_urls": [f"http://127.0.0.1:{health_port}"]},
         "health": {"port": health_port},
         "scheduler": {"port": free_port()},
-        "gateway": {"port": free_port()},
+        "gateway": {"port": free_port(), "grpc_port": free_port()},
         "node": {"drain_timeout_s": 10.0},
         "payments": {"enabled": False},
     }

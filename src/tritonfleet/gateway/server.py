@@ -13,6 +13,7 @@ from tritonfleet.config import FleetConfig, SchedulerMode
 from tritonfleet.gateway.app import Gateway
 from tritonfleet.gateway.ejection import Ejector
 from tritonfleet.gateway.forwarding import Forwarder
+from tritonfleet.gateway.grpc_server import GrpcEndpoint
 from tritonfleet.gateway.metrics import GatewayMetrics
 from tritonfleet.gateway.payments import PaidPath
 from tritonfleet.payments.chain import connect
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # Control-plane calls (watch, remote scheduler) are few; the data path has its own aiohttp session.
 CONTROL_TIMEOUT_S = 5.0
+# On shutdown, how long requests and streams in flight may take to finish before they are cancelled.
+SHUTDOWN_GRACE_S = 10.0
 
 
 async def create_app(config: FleetConfig) -> web.Application:
@@ -59,10 +62,17 @@ async def create_app(config: FleetConfig) -> web.Application:
     )
     forwarder = Forwarder(scheduler, session, ejector, metrics, gw.max_attempts)
     paid = await start_paid_path(config) if config.payments.enabled else None
+    grpc_endpoint = GrpcEndpoint(gw, scheduler, watcher, ejector, metrics, paid)
+    await grpc_endpoint.start()
     app = web.Application(client_max_size=gw.max_body_bytes)
     app.router.add_routes(Gateway(gw, forwarder, watcher, session, registry, metrics, paid).routes())
 
+    async def stop_accepting(app: web.Application) -> None:
+        # The gRPC side drains while aiohttp drains the HTTP side.
+        grpc_endpoint.begin_stop(SHUTDOWN_GRACE_S)
+
     async def close(app: web.Application) -> None:
+        await grpc_endpoint.aclose(SHUTDOWN_GRACE_S)
         if paid is not None:
             await paid.aclose()
             paid.ledger.close()
@@ -72,8 +82,16 @@ async def create_app(config: FleetConfig) -> web.Application:
         await aclose_session(session)
         await control.aclose()
 
+    app.on_shutdown.append(stop_accepting)
     app.on_cleanup.append(close)
-    log.info("gateway ready", extra={"url": f"http://{gw.host}:{gw.port}", "scheduler": gw.scheduler})
+    log.info(
+        "gateway ready",
+        extra={
+            "url": f"http://{gw.host}:{gw.port}",
+            "grpc": grpc_endpoint.address,
+            "scheduler": gw.scheduler,
+        },
+    )
     return app
 
 
@@ -103,6 +121,6 @@ def serve(config: FleetConfig) -> int:
         access_log=None,
         print=None,
         # Stop accepting, let requests in flight finish for this long, then cancel them.
-        shutdown_timeout=10.0,
+        shutdown_timeout=SHUTDOWN_GRACE_S,
     )
     return 0
