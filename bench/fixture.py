@@ -28,10 +28,10 @@ from typing import Any
 
 import httpx
 
-from bench.overhead import Target, service
+from bench.overhead import Target, service, wait_infer_ok
 from tests.e2e.cluster import MODEL_DIRS, fleet_config
 from tritonfleet.net import free_port
-from tritonfleet.processes import ServiceProcess, die_with_parent
+from tritonfleet.processes import die_with_parent
 from tritonfleet.up import LocalCluster, NodeSpec
 
 FIXTURE = MODEL_DIRS["latency"]
@@ -102,23 +102,7 @@ def triton_urls(fleet: LocalCluster) -> dict[str, str]:
 
 def wait_serving(url: str, model: str, timeout_s: float, proc: Any = None) -> None:
     """Until one infer of `model` through `url` answers 200."""
-    deadline = time.monotonic() + timeout_s
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if isinstance(proc, ServiceProcess) and not proc.alive():
-            break
-        if isinstance(proc, subprocess.Popen) and proc.poll() is not None:
-            break
-        try:
-            answer = httpx.post(url + infer_path(model), content=LATENCY_BODY, timeout=5.0)
-            if answer.status_code == 200:
-                return
-            last = f"{answer.status_code} {answer.text[:200]}"
-        except httpx.HTTPError as exc:
-            last = repr(exc)
-        time.sleep(0.2)
-    log = proc.tail() if isinstance(proc, ServiceProcess) else ""
-    raise RuntimeError(f"{url} did not serve {model} within {timeout_s} s (last: {last}); log ends:\n{log}")
+    wait_infer_ok(url, timeout_s, proc, infer_path(model), LATENCY_BODY)
 
 
 @contextlib.contextmanager

@@ -21,24 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.fixture import LATENCY_BODY
-from bench.overhead import _raise_interrupt, environment, machine_busy_s, tree_busy_s
+from bench.overhead import WRK_SCRIPT, _raise_interrupt, environment, machine_busy_s, tree_busy_s
 from tritonfleet.processes import die_with_parent
-
-WRK_TAIL_SCRIPT = """
-wrk.method = "POST"
-wrk.body = '%s'
-wrk.headers["Content-Type"] = "application/json"
-
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'BENCH {"requests":%%d,"duration_us":%%d,"p50_us":%%d,"p90_us":%%d,"p99_us":%%d,' ..
-    '"p999_us":%%d,"max_us":%%d,"mean_us":%%d,"status_errors":%%d,"socket_errors":%%d}\\n',
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
-    latency:percentile(99), latency:percentile(99.9), latency.max, latency.mean, e.status,
-    e.connect + e.read + e.write + e.timeout))
-end
-"""
 
 
 @dataclass(frozen=True)
@@ -68,7 +52,7 @@ class TailRun:
 
 def write_script(folder: Path, body: str = LATENCY_BODY) -> Path:
     script = folder / "latency.lua"
-    script.write_text(WRK_TAIL_SCRIPT % body)
+    script.write_text(WRK_SCRIPT % body)
     return script
 
 

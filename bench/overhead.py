@@ -83,9 +83,10 @@ done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
     'BENCH {"requests":%%d,"duration_us":%%d,"p50_us":%%d,"p90_us":%%d,"p99_us":%%d,' ..
-    '"status_errors":%%d,"socket_errors":%%d}\\n',
+    '"p999_us":%%d,"max_us":%%d,"mean_us":%%d,"status_errors":%%d,"socket_errors":%%d}\\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
-    latency:percentile(99), e.status, e.connect + e.read + e.write + e.timeout))
+    latency:percentile(99), latency:percentile(99.9), latency.max, latency.mean, e.status,
+    e.connect + e.read + e.write + e.timeout))
 end
 """
 
@@ -154,16 +155,23 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def wait_infer_ok(url: str, timeout_s: float, proc: ServiceProcess | subprocess.Popen[bytes]) -> None:
+def wait_infer_ok(
+    url: str,
+    timeout_s: float,
+    proc: ServiceProcess | subprocess.Popen[bytes] | None = None,
+    path: str = INFER_PATH,
+    body: str | bytes = BODY,
+) -> None:
     """Until one infer through `url` answers 200 (the proxy is up and sees the node)."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     while time.monotonic() < deadline:
-        alive = proc.alive() if isinstance(proc, ServiceProcess) else proc.poll() is None
-        if not alive:
+        if isinstance(proc, ServiceProcess) and not proc.alive():
+            break
+        if isinstance(proc, subprocess.Popen) and proc.poll() is not None:
             break
         try:
-            answer = httpx.post(url + INFER_PATH, content=BODY, timeout=2.0)
+            answer = httpx.post(url + path, content=body, timeout=5.0)
             if answer.status_code == 200:
                 return
             last = f"{answer.status_code} {answer.text[:200]}"
@@ -171,7 +179,9 @@ def wait_infer_ok(url: str, timeout_s: float, proc: ServiceProcess | subprocess.
             last = repr(exc)
         time.sleep(0.2)
     log = proc.tail() if isinstance(proc, ServiceProcess) else ""
-    raise RuntimeError(f"{url} did not serve an infer within {timeout_s} s (last: {last}); log ends:\n{log}")
+    raise RuntimeError(
+        f"{url}{path} did not answer 200 within {timeout_s} s (last: {last}); log ends:\n{log}"
+    )
 
 
 @contextlib.contextmanager

@@ -232,6 +232,7 @@ def banner(cluster: LocalCluster, api_key: str | None = None) -> str:
 TritonFleet is up: {len(cluster.nodes)} Triton nodes behind the gateway.
 
   gateway (KServe v2 HTTP)  {url}
+  gateway (KServe v2 gRPC)  {cluster.config.gateway.host}:{cluster.config.gateway.grpc_port}
   web                       {cluster.web_url}   (generate, playground, cluster, wallet)
   health checker            {cluster.health_url}{paid}
   logs                      {cluster.state_dir / "logs"}/
