@@ -194,7 +194,8 @@ def test_a_paid_inference_shows_up_as_a_charge_and_a_settlement_in_the_wallet(
     expect(page.locator("#result")).to_contain_text("1 credit")
     page.goto(f"{web}/wallet")
     expect(page.locator("#usage")).to_contain_text("simple")
-    expect(page.locator("#settlements .tx")).to_contain_text("0x", timeout=20_000)
+    # The settler settles every second; a loaded machine may take a while longer.
+    expect(page.locator("#settlements .tx")).to_contain_text("0x", timeout=60_000)
     expect(page.locator("[data-balance=deposit] .v")).to_have_text("99", timeout=20_000)
     screenshot(page, "wallet")
 
@@ -250,7 +251,8 @@ def test_a_gateway_that_is_down_is_reported_and_nothing_hangs(
 def test_a_killed_node_turns_red_within_two_seconds_and_green_when_it_is_back(
     page: Page, web: str, fleet: LocalCluster
 ) -> None:
-    _, key = funded_user(fleet, credit=1000)
+    # Back-to-back requests run for several seconds: enough credit for any machine's speed.
+    _, key = funded_user(fleet, credit=100_000)
     page.goto(f"{web}/cluster")
     node = page.locator("[data-node-id=node-2]")
     expect(node).to_have_attribute("data-status", "up")
