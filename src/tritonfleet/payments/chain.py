@@ -111,6 +111,8 @@ _UNLIMITED = 2**256 - 1
 _NO_DEPLOYMENT = "no contracts known: deploy them, or load chain.deployment_file"
 
 # How geth ("already known"), anvil ("already imported") and others say the pool has it.
+_NONCE_TAKEN = re.compile(r"nonce too low|replacement transaction underpriced", re.IGNORECASE)
+_NONCE_ATTEMPTS = 3
 _ALREADY_KNOWN = re.compile(r"already known|already imported|known transaction", re.IGNORECASE)
 
 # 32 bytes, or their 0x-prefixed hex (the ledger's form).
@@ -438,7 +440,16 @@ class Chain:
         nonce: int | None = None,
         replaces: str | None = None,
     ) -> str:
-        return self.broadcast(self._sign(fn, sender, nonce, replaces))
+        # A nonce read from the node can be taken before our transaction lands when another
+        # process signs with the same key (the settler and the dev faucet share the operator's):
+        # with a nonce of our own choosing, read a fresh one and sign again.
+        for attempt in range(1, _NONCE_ATTEMPTS + 1):
+            try:
+                return self.broadcast(self._sign(fn, sender, nonce, replaces))
+            except TransactionRejected as exc:
+                if nonce is not None or attempt == _NONCE_ATTEMPTS or not _NONCE_TAKEN.search(str(exc)):
+                    raise
+        raise AssertionError("unreachable")
 
     def _sign(
         self,
