@@ -44,6 +44,17 @@ class CrashBeforeSend(DevChain):
         raise Crash
 
 
+class FaucetRace(DevChain):
+    """The real chain, but the dev faucet, which shares the operator's key, sends a transaction
+    between the settler's signing and its broadcast, taking the nonce the settler signed with."""
+
+    def broadcast(self, signed: SignedTx) -> str:
+        if not getattr(self, "raced", False):
+            self.raced = True
+            self.mint(self.operator.address, Credit(1))
+        return super().broadcast(signed)
+
+
 def crashing(chain: DevChain, kind: type[DevChain] = CrashAfterSend) -> DevChain:
     crash = kind(chain.rpc_url, chain.chain_id, chain.operator, poll_interval_s=0.02)
     crash.use(chain.deployment)
@@ -107,6 +118,30 @@ def test_a_crash_before_broadcasting_resends_the_recorded_transaction(
     assert Settler(ledger, chain, max_charges=1000).settle_pending() == 1
     assert chain.deposit_of(alice.address) == 94
     assert len([e for e in chain.settled_events() if e.batch_id == recorded.batch_id]) == 1
+
+
+def test_a_nonce_taken_by_the_faucet_is_signed_again_with_a_fresh_one(
+    chain: DevChain, ledger: Ledger
+) -> None:
+    alice = depositor(chain, 100)
+    charge(ledger, alice.address, 7)
+    assert Settler(ledger, crashing(chain, FaucetRace), max_charges=1000).settle_pending() == 1
+    assert chain.deposit_of(alice.address) == 93
+    (batch,) = ledger.settlements()
+    assert batch.state is BatchState.CONFIRMED and chain.receipt_of(batch.tx_hash or "") is not None
+
+
+def test_a_recorded_nonce_taken_while_the_settler_was_down_is_replaced(
+    chain: DevChain, ledger: Ledger
+) -> None:
+    alice = depositor(chain, 100)
+    charge(ledger, alice.address, 3)
+    with pytest.raises(Crash):
+        Settler(ledger, crashing(chain, CrashBeforeSend), max_charges=1000).settle_pending()
+    chain.mint(chain.operator.address, Credit(1))  # the faucet takes the recorded nonce
+    assert Settler(ledger, chain, max_charges=1000).settle_pending() == 1
+    assert chain.deposit_of(alice.address) == 97
+    assert ledger.settlements()[0].state is BatchState.CONFIRMED
 
 
 def test_a_crash_with_the_transaction_still_pending_settles_exactly_once(

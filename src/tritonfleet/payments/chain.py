@@ -92,6 +92,13 @@ class BatchAlreadySettled(TransactionRejected):
     pass
 
 
+class NonceTaken(TransactionRejected):
+    """Another transaction from the same key holds this nonce: sign again with a fresh one.
+
+    The settler and the dev faucet share the operator's key, so a nonce read from the node can
+    be taken before a transaction signed with it lands."""
+
+
 class TransactionReverted(ChainError):
     def __init__(self, receipt: Receipt) -> None:
         super().__init__(f"transaction {receipt.tx_hash} reverted in block {receipt.block_number}")
@@ -110,9 +117,11 @@ _UNLIMITED = 2**256 - 1
 
 _NO_DEPLOYMENT = "no contracts known: deploy them, or load chain.deployment_file"
 
-# How geth ("already known"), anvil ("already imported") and others say the pool has it.
+# How nodes say another transaction holds the nonce, mined or pending.
 _NONCE_TAKEN = re.compile(r"nonce too low|replacement transaction underpriced", re.IGNORECASE)
-_NONCE_ATTEMPTS = 3
+# How often a sender signs again with a fresh nonce before giving up.
+NONCE_ATTEMPTS = 3
+# How geth ("already known"), anvil ("already imported") and others say the pool has it.
 _ALREADY_KNOWN = re.compile(r"already known|already imported|known transaction", re.IGNORECASE)
 
 # 32 bytes, or their 0x-prefixed hex (the ledger's form).
@@ -440,14 +449,12 @@ class Chain:
         nonce: int | None = None,
         replaces: str | None = None,
     ) -> str:
-        # A nonce read from the node can be taken before our transaction lands when another
-        # process signs with the same key (the settler and the dev faucet share the operator's):
-        # with a nonce of our own choosing, read a fresh one and sign again.
-        for attempt in range(1, _NONCE_ATTEMPTS + 1):
+        # Only a nonce read here can be read again; a caller's own nonce is the caller's to fix.
+        for attempt in range(1, NONCE_ATTEMPTS + 1):
             try:
                 return self.broadcast(self._sign(fn, sender, nonce, replaces))
-            except TransactionRejected as exc:
-                if nonce is not None or attempt == _NONCE_ATTEMPTS or not _NONCE_TAKEN.search(str(exc)):
+            except NonceTaken:
+                if nonce is not None or attempt == NONCE_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")
 
@@ -483,8 +490,11 @@ class Chain:
             except Web3RPCError as exc:
                 # A resend of the very same signed transaction (same nonce, fees and data): it
                 # is in the pool already, which is what the caller wanted.
-                if not _ALREADY_KNOWN.search(str(exc)):
-                    raise
+                if _ALREADY_KNOWN.search(str(exc)):
+                    return signed.tx_hash
+                if _NONCE_TAKEN.search(str(exc)):
+                    raise NonceTaken(str(exc)) from exc
+                raise
         return signed.tx_hash
 
     def _fees(self, replaces: str | None) -> Fees:

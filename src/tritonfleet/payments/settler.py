@@ -16,9 +16,11 @@ import threading
 from collections.abc import Callable
 
 from tritonfleet.payments.chain import (
+    NONCE_ATTEMPTS,
     BatchAlreadySettled,
     Chain,
     ChainUnavailable,
+    NonceTaken,
     ReceiptTimeout,
     TransactionRejected,
     TransactionReverted,
@@ -66,6 +68,8 @@ class Settler:
             log.warning("chain unreachable; settlement waits", extra={"error": str(exc)})
         except ReceiptTimeout as exc:
             log.warning("settlement not confirmed yet; resent next round", extra={"error": str(exc)})
+        except TransactionRejected as exc:
+            log.error("settlement rejected; tried again next round", extra={"error": str(exc)})
         return confirmed
 
     def run(self, stop: threading.Event, interval_s: float) -> None:
@@ -102,23 +106,20 @@ class Settler:
         accounts = [account for account, _ in batch.totals]
         amounts = [amount for _, amount in batch.totals]
         resend = batch.state is BatchState.SENT and batch.nonce is not None
+        nonce, replaces = (batch.nonce, batch.tx_hash) if resend else (None, None)
         try:
-            try:
-                nonce = batch.nonce if resend and batch.nonce is not None else self.chain.next_nonce()
-                signed = self.chain.sign_settle(
-                    batch.batch_id, accounts, amounts, nonce=nonce, replaces=batch.tx_hash if resend else None
-                )
+            for attempt in range(1, NONCE_ATTEMPTS + 1):
+                signed = self.chain.sign_settle(batch.batch_id, accounts, amounts, nonce, replaces)
                 self.ledger.mark_sent(batch.batch_id, signed.tx_hash, signed.nonce)
-                self.chain.broadcast(signed)
-            except TransactionRejected:
-                if not resend:
-                    raise
-                # The recorded nonce went to another transaction meanwhile: take a fresh one.
-                signed = self.chain.sign_settle(
-                    batch.batch_id, accounts, amounts, nonce=self.chain.next_nonce()
-                )
-                self.ledger.mark_sent(batch.batch_id, signed.tx_hash, signed.nonce)
-                self.chain.broadcast(signed)
+                try:
+                    self.chain.broadcast(signed)
+                    break
+                except NonceTaken:
+                    # Another transaction from the operator's key (the dev faucet's, or a new
+                    # one since the crash) holds the nonce: sign again with a fresh one.
+                    if attempt == NONCE_ATTEMPTS:
+                        raise
+                    nonce, replaces = None, None
         except BatchAlreadySettled:
             return None
         log.info(
