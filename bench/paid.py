@@ -34,6 +34,7 @@ from bench.overhead import (
     WRK_SCRIPT,
     Target,
     _raise_interrupt,
+    children,
     environment,
     measure,
     service,
@@ -120,7 +121,9 @@ def run_ledger(kind: str, args: argparse.Namespace, tmp: Path, stack: contextlib
     fleet.start()
     key = funded_key(fleet)
     unpaid = stack.enter_context(unpaid_gateway(fleet))
-    paid = Target("paid", fleet.gateway_url, {"gateway": fleet.gateway.pid})
+    # The gateway's charge writer process is part of the paid path: its CPU counts too.
+    (writer,) = children(fleet.gateway.pid)
+    paid = Target("paid", fleet.gateway_url, {"gateway": fleet.gateway.pid, "charge_writer": writer})
     plain_script, paid_script = folder / "infer.lua", folder / "infer-paid.lua"
     plain_script.write_text(WRK_SCRIPT % BODY)
     paid_script.write_text(

@@ -540,7 +540,9 @@ def paid_section(r: dict[str, Any], image: str) -> str:
             "`bench/paid.py`: per ledger, one cluster with payments on (dev chain, token manager, "
             "settler, one node serving `simple`) and two gateways in front of the same node, one "
             "charging every request to a funded key and one with payments off; the overhead "
-            "harness drives both. Every paid answer is one durable charge, so paid req/s are the "
+            "harness drives both. The paying gateway hands its charges to a writer process of its "
+            "own, which group-commits them; the paid CPU per request counts both processes. "
+            "Every paid answer is one durable charge, so paid req/s are the "
             "charges recorded per second. After the load the settler settles everything; gas per "
             "settled inference is set beside one transaction per inference (the original design), "
             f"which costs at least the {INTRINSIC_TX_GAS:,} gas every Ethereum transaction pays "
@@ -632,9 +634,10 @@ def missed_notes(r: dict[str, Any]) -> str:
             paid = s["paid"]["saturation"]["cpu_us_per_request"]
             notes.append(
                 f"- **{check.target}** missed by {(0.8 - r['paid']['sqlite']['paid_vs_unpaid']) * 100:.0f} "
-                f"points: the paying gateway spends {paid:.0f} µs of CPU per request against "
-                f"{unpaid:.0f} µs unpaid (authentication, reservation, commit, and the ledger "
-                "writes), and at saturation on 2 shared cores throughput follows CPU per request."
+                f"points: the paying gateway and its charge writer process spend {paid:.0f} µs of "
+                f"CPU per request against {unpaid:.0f} µs unpaid (authentication, reservation, the "
+                "charge's round trip to the writer, its share of a group-committed transaction with "
+                "its fsync), and at saturation on 2 shared cores throughput follows CPU per request."
             )
         elif check.target.startswith("scale-out") and "scaleout" in r:
             notes.append(

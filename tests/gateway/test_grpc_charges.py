@@ -23,9 +23,10 @@ HINT = "Deposit credit."
 @pytest.fixture
 async def paid(tmp_path: Path) -> AsyncIterator[PaidPath]:
     """The real paid path on an SQLite ledger; its chain is never asked (no refresh runs)."""
-    ledger = Ledger.open(sqlite_url(tmp_path / "ledger.db"))
-    path = PaidPath(PaymentsConfig(prices={"countdown": 2}), ledger, None, HINT)  # type: ignore[arg-type]
-    path.writer.start()
+    url = sqlite_url(tmp_path / "ledger.db")
+    ledger = Ledger.open(url)
+    path = PaidPath(PaymentsConfig(prices={"countdown": 2}), url, ledger, None, HINT)  # type: ignore[arg-type]
+    await path.writer.start()
     path.book.set_deposit(ALICE, Credit(10))
     yield path
     await path.writer.aclose()

@@ -9,8 +9,8 @@ from sqlalchemy import select
 from tests.fakes import FakeClock
 from tritonfleet.payments.database import create_ledger_engine
 from tritonfleet.payments.errors import DuplicateApiKey, IllegalTransition, UnknownBatch
-from tritonfleet.payments.ledger import Ledger
-from tritonfleet.payments.ledger_schema import VERSION_TABLE, Base
+from tritonfleet.payments.ledger import _CHARGE_COLUMNS, Ledger
+from tritonfleet.payments.ledger_schema import VERSION_TABLE, Base, ChargeRow
 from tritonfleet.payments.money import Credit
 from tritonfleet.payments.records import AccountTotals, NewCharge, batch_id_for
 from tritonfleet.payments.states import BatchState, ChargeState
@@ -65,6 +65,10 @@ def test_usage_can_be_read_per_api_key(ledger: Ledger) -> None:
 def test_a_request_id_twice_in_one_call_is_recorded_once(ledger: Ledger) -> None:
     assert ledger.record_committed([charge("r1", amount=2), charge("r1", amount=3)]) == ["r1"]
     assert [c.amount for c in ledger.usage("alice")] == [2]
+
+
+def test_the_charge_insert_names_every_column_of_the_table() -> None:
+    assert sorted(_CHARGE_COLUMNS) == sorted(ChargeRow.__table__.columns.keys())
 
 
 def test_a_large_call_is_recorded_whole(ledger: Ledger) -> None:

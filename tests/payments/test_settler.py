@@ -92,6 +92,22 @@ def test_one_transaction_per_inference_when_batches_hold_one_charge(chain: DevCh
     assert len({batch.tx_hash for batch in ledger.settlements()}) == 3
 
 
+def test_charges_committed_during_a_round_wait_for_the_next(chain: DevChain, ledger: Ledger) -> None:
+    alice = depositor(chain, 100)
+    charge(ledger, alice.address, 1, 2)
+
+    class ChargedMeanwhile(DevChain):
+        def broadcast(self, signed: SignedTx) -> str:
+            charge(ledger, alice.address, 4)  # the gateway goes on charging
+            return super().broadcast(signed)
+
+    settler = Settler(ledger, crashing(chain, ChargedMeanwhile), max_charges=1000)
+    assert settler.settle_pending() == 1
+    assert ledger.unsettled_by_account() == {alice.address: 4}, "one batch a round, not a chase"
+    assert Settler(ledger, chain, max_charges=1000).settle_pending() == 1
+    assert chain.deposit_of(alice.address) == 93
+
+
 def test_a_crash_between_sending_and_marking_settles_exactly_once(chain: DevChain, ledger: Ledger) -> None:
     alice = depositor(chain, 100)
     charge(ledger, alice.address, 7)

@@ -15,9 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tritonfleet.config import PaymentsConfig
+from tritonfleet.gateway.errors import Unavailable
 from tritonfleet.payments.chain import Chain, ChainError
 from tritonfleet.payments.charge_writer import ChargeWriter
 from tritonfleet.payments.credit import CreditBook, CreditSnapshot, Reservation
+from tritonfleet.payments.errors import LedgerError
 from tritonfleet.payments.ledger import Ledger
 from tritonfleet.payments.money import Credit
 from tritonfleet.payments.records import NewCharge
@@ -46,28 +48,35 @@ class Charged:
 
 @dataclass(frozen=True)
 class ChainView:
+    block: int
     deposits: dict[str, Credit]
     pending_withdrawals: dict[str, Credit]
+
+
+_NO_VIEW = ChainView(-1, {}, {})
 
 
 class PaidPath:
     """API keys, prices and credit for one gateway process."""
 
-    def __init__(self, config: PaymentsConfig, ledger: Ledger, chain: Chain, top_up_hint: str) -> None:
+    def __init__(
+        self, config: PaymentsConfig, ledger_url: str, ledger: Ledger, chain: Chain, top_up_hint: str
+    ) -> None:
         self.config = config
         self.ledger = ledger
         self.chain = chain
         self.top_up_hint = top_up_hint
         self.book = CreditBook()
-        self.writer = ChargeWriter(ledger)
+        self.writer = ChargeWriter(ledger_url)
         self._accounts_by_key_hash: dict[str, str] = {}
         # Charges committed here since the ledger was last read, added to what it says: the
         # read may have missed them, and counting a charge twice only errs on the safe side.
         self._committed_since_read: Counter[str] = Counter()
+        self._chain_view = _NO_VIEW
         self._refresher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.writer.start()
+        await self.writer.start()
         await self.refresh()
         self._refresher = asyncio.create_task(self._refresh_forever(), name="paid path refresh")
 
@@ -104,7 +113,11 @@ class PaidPath:
     async def charge(
         self, reservation: Reservation, model: str, version: str | None, key_id: str = ""
     ) -> Charged:
-        """Durably charge a served request; a request id charged before is not charged again."""
+        """Durably charge a served request; a request id charged before is not charged again.
+
+        Unavailable (503) when the ledger cannot record it: the answer is withheld, and a retry
+        with the same request id is charged at most once.
+        """
         try:
             new = await self.writer.commit(
                 NewCharge(
@@ -116,6 +129,9 @@ class PaidPath:
                     key_id,
                 )
             )
+        except LedgerError as exc:
+            self.book.release(reservation)
+            raise Unavailable(f"the charge could not be recorded, try again: {exc}") from exc
         except BaseException:
             self.book.release(reservation)
             raise
@@ -164,9 +180,17 @@ class PaidPath:
         return self.ledger.all_active_keys(), self.ledger.unsettled_by_account()
 
     def _read_chain(self, accounts: set[str]) -> ChainView:
+        """Deposits and pending withdrawals; read again only once a block has been added, since
+        nothing on chain moves between blocks (two calls per account are the costly part)."""
+        block = self.chain.block_number()
+        known = self._chain_view
+        if block == known.block and accounts <= known.deposits.keys():
+            return known
         deposits = {account: self.chain.deposit_of(account) for account in accounts}
         pending = {account: self.chain.pending_withdrawal_of(account).amount for account in accounts}
-        return ChainView(deposits, pending)
+        # Read at `block` or later: a later block only makes the next refresh read again.
+        self._chain_view = ChainView(block, deposits, pending)
+        return self._chain_view
 
     async def _refresh_forever(self) -> None:
         while True:

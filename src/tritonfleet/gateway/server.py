@@ -96,14 +96,15 @@ async def create_app(config: FleetConfig) -> web.Application:
 
 
 async def start_paid_path(config: FleetConfig) -> PaidPath:
-    ledger = Ledger.open(default_ledger_url(config))
+    ledger_url = default_ledger_url(config)
+    ledger = Ledger.open(ledger_url)
     chain = connect(config, signing=False)
     hint = (
         f"Deposit credit into the PaymentVault at {chain.deployment.vault} on chain {config.chain.chain_id}"
     )
     if config.chain.dev:
         hint += f", or on this development chain: POST {token_manager_url(config)}/v1/faucet"
-    paid = PaidPath(config.payments, ledger, chain, hint + ".")
+    paid = PaidPath(config.payments, ledger_url, ledger, chain, hint + ".")
     await paid.start()
     return paid
 

@@ -19,13 +19,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Connection, Engine, Row, and_, func, insert, or_, select, true, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql import Executable
 
-from tritonfleet.payments.database import create_ledger_engine, migrate, write_transaction
+from tritonfleet.payments.database import (
+    create_ledger_engine,
+    driver_write_transaction,
+    migrate,
+    write_transaction,
+)
 from tritonfleet.payments.errors import DuplicateApiKey, LedgerError, UnknownBatch
-from tritonfleet.payments.ledger_schema import ApiKeyRow, Base, BatchRow, ChargeRow
+from tritonfleet.payments.ledger_schema import ApiKeyRow, BatchRow, ChargeRow
 from tritonfleet.payments.money import Credit
 from tritonfleet.payments.records import (
     ZERO,
@@ -87,11 +90,15 @@ class Ledger:
         if not unique:
             return []
         now_s = self._clock()
-        rows = [_charge_row(charge, now_s) for charge in unique]
-        with write_transaction(self._engine) as connection:
-            # Many parameter sets to one cached statement: SQLAlchemy sends them as multi-row
-            # INSERTs ("insertmanyvalues"), without compiling a new statement per group size.
-            new = set(connection.scalars(_insert_new_charges(connection.dialect.name), rows))
+        new: set[str] = set()
+        with driver_write_transaction(self._engine) as cursor:
+            for start in range(0, len(unique), CHUNK):
+                chunk = unique[start : start + CHUNK]
+                cursor.execute(
+                    _insert_new_charges(self._engine.dialect.paramstyle, len(chunk)),
+                    [value for charge in chunk for value in _charge_values(charge, now_s)],
+                )
+                new.update(request_id for (request_id,) in cursor.fetchall())
         return [charge.request_id for charge in unique if charge.request_id in new]
 
     def unsettled_by_account(self) -> dict[str, Credit]:
@@ -358,26 +365,47 @@ class Ledger:
             return {key_hash: account for key_hash, account in connection.execute(query)}
 
 
-@functools.cache
-def _insert_new_charges(dialect_name: str) -> Executable:
-    """INSERT … ON CONFLICT (request_id) DO NOTHING RETURNING request_id, in this dialect."""
-    dialect_insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
-    table = Base.metadata.tables[ChargeRow.__tablename__]
+# The charge table's columns in the order `_charge_values` gives them.
+_CHARGE_COLUMNS = (
+    "request_id",
+    "account",
+    "model",
+    "version",
+    "amount",
+    "key_id",
+    "state",
+    "batch_id",
+    "created_at_s",
+    "updated_at_s",
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_new_charges(paramstyle: str, rows: int) -> str:
+    """INSERT … ON CONFLICT (request_id) DO NOTHING RETURNING request_id for `rows` charges,
+    in SQL that SQLite and PostgreSQL both take, with the driver's placeholders."""
+    mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}[paramstyle]
+    row = "(" + ", ".join([mark] * len(_CHARGE_COLUMNS)) + ")"
     return (
-        dialect_insert(table)
-        .on_conflict_do_nothing(index_elements=[table.c.request_id])
-        .returning(table.c.request_id)
+        f"INSERT INTO {ChargeRow.__tablename__} ({', '.join(_CHARGE_COLUMNS)}) VALUES "
+        + ", ".join([row] * rows)
+        + " ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
     )
 
 
-def _charge_row(charge: NewCharge, now_s: float) -> dict[str, Any]:
-    return {
-        **vars(charge),
-        "state": ChargeState.COMMITTED,
-        "batch_id": None,
-        "created_at_s": now_s,
-        "updated_at_s": now_s,
-    }
+def _charge_values(charge: NewCharge, now_s: float) -> tuple[Any, ...]:
+    return (
+        charge.request_id,
+        charge.account,
+        charge.model,
+        charge.version,
+        charge.amount,
+        charge.key_id,
+        ChargeState.COMMITTED.value,
+        None,
+        now_s,
+        now_s,
+    )
 
 
 def _charge(row: Row[Any]) -> Charge:

@@ -53,7 +53,7 @@ class Settler:
         self.on_settled = on_settled
 
     def settle_pending(self) -> int:
-        """Finish the batches a crash left, then batch and settle everything committed.
+        """Finish the batches a crash left, then batch and settle what is committed.
 
         Returns how many batches were confirmed. A chain that cannot be reached leaves the work
         for the next round: charges keep queueing in the ledger meanwhile.
@@ -64,6 +64,10 @@ class Settler:
                 confirmed += self._finish(unfinished)
             while (batch := self.ledger.build_batch(self.max_charges)) is not None:
                 confirmed += self._finish(batch)
+                if batch.charge_count < self.max_charges:
+                    # That was all of the backlog; charges committed since wait for the next
+                    # round, or under load every round would chase them in small batches.
+                    break
         except ChainUnavailable as exc:
             log.warning("chain unreachable; settlement waits", extra={"error": str(exc)})
         except ReceiptTimeout as exc:
