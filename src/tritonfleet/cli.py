@@ -1,4 +1,4 @@
-"""`tritonfleet COMMAND`: one command per service, plus `up` and `status`.
+"""`tritonfleet COMMAND`: one command per service, plus `up`, `status` and `bench`.
 
 Each service command gets a flag for every key of its config section (and of `[cluster]`),
 derived from the config models, so that flags, environment and TOML never drift apart.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -54,6 +55,11 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str, str]] = {
 }
 
 
+# `tritonfleet bench SCENARIO …` runs `python -m bench.SCENARIO …` of the repository's bench/,
+# which borrows the tests' cluster fixtures and so lives beside them, not in the package.
+BENCH_SCENARIOS = ("overhead", "scaleout", "skew", "failover", "paid", "grpc_overhead", "smoke", "report")
+
+
 def _flag(section: str, key: str, shared: bool) -> str:
     # Keys of one's own section are bare (--port); other sections are prefixed (--scheduler-policy),
     # except [cluster], whose keys are unambiguous (--health-urls, --token-file).
@@ -82,7 +88,25 @@ def build_parser() -> argparse.ArgumentParser:
                     metavar=key.upper(),
                     help=f"[{section}] {key} (default: {field.default!r})",
                 )
+    bench = sub.add_parser(
+        "bench",
+        help="Run one benchmark scenario (from a checkout).",
+        description="Run one benchmark scenario of bench/ from the repository root; "
+        "SCENARIO --help lists its options. `make bench` runs them all.",
+    )
+    bench.add_argument("scenario", choices=BENCH_SCENARIOS)
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="the scenario's own options")
     return parser
+
+
+def run_bench(scenario: str, options: Sequence[str]) -> int:
+    if not (Path("bench") / f"{scenario}.py").is_file():
+        print(
+            "tritonfleet bench: run it from the root of a TritonFleet checkout (no bench/ here)",
+            file=sys.stderr,
+        )
+        return 2
+    return subprocess.call([sys.executable, "-m", f"bench.{scenario}", *options])
 
 
 def parse_config(args: argparse.Namespace) -> FleetConfig:
@@ -105,6 +129,8 @@ def _resolve(target: str) -> Callable[[FleetConfig], int | None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        return run_bench(args.scenario, args.options)
     setup_logging(args.command, args.log_level)
     try:
         config = parse_config(args)
