@@ -2,15 +2,42 @@
 
 from __future__ import annotations
 
+import random
 import socket
+from pathlib import Path
 from urllib.parse import urlsplit
+
+# Where free ports are looked for: above the well-known services, below the ephemeral range.
+_LOWEST_FREE_PORT = 15000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# Our own, seeded from the OS: processes picking at once must not draw the same sequence.
+_rng = random.Random()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free now (the caller binds it soon after; races are retried by callers)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that is free now, for the caller to bind soon after.
+
+    Chosen below the kernel's ephemeral range: a port the kernel hands out for binding to 0 can
+    be taken as the local end of an outgoing connection before the caller binds it (seen in the
+    test suite: "address already in use"). Below that range only another listener can take it.
+    """
+    highest = _ephemeral_start() - 1
+    for _ in range(100):
+        port = _rng.randint(_LOWEST_FREE_PORT, highest)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port between {_LOWEST_FREE_PORT} and {highest} on {host}")
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def http_url(host: str, port: int) -> str:

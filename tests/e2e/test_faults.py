@@ -62,12 +62,30 @@ class Load:
         return self.answers[mark:]
 
 
+def triton_url(fleet: LocalCluster, node_id: str) -> str:
+    nodes = httpx.get(f"{fleet.gateway_url}/v1/nodes").json()["nodes"]
+    return next(node["triton_http_url"] for node in nodes if node["node_id"] == node_id)
+
+
+def wait_refused(url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/v2/health/live", timeout=1)
+        except httpx.TransportError:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{url} still answers {timeout_s} s after its manager was killed")
+
+
 def test_a_killed_node_causes_no_failed_request_and_is_readmitted_after_restart(fleet: LocalCluster) -> None:
     victim = fleet.nodes["node-2"]
+    victim_triton = triton_url(fleet, "node-2")
     with Load(fleet.gateway_url) as load:
         time.sleep(1.0)
-        victim.signal(signal.SIGKILL)  # the manager; its Triton dies with it
+        victim.signal(signal.SIGKILL)  # the manager; its guard SIGKILLs its Triton
         victim.proc.wait()  # type: ignore[union-attr]
+        wait_refused(victim_triton, 5.0)
         killed_at = len(load.answers)
         fleet.wait_gateway_sees({"node-1"}, 10)  # the health checker drops it within a TTL
         after_kill = load.since(killed_at)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
+import uvicorn
 from fastapi import FastAPI
 
 from tritonfleet.config import FleetConfig
+from tritonfleet.net import http_url
 from tritonfleet.protocol import ModelRef, NodeHealth, NodeList, NodeState, NodeView
 from tritonfleet.scheduler.service import create_app
 
@@ -97,3 +100,19 @@ async def running_service(
             transport = httpx.ASGITransport(app)
             async with httpx.AsyncClient(transport=transport, base_url="http://scheduler") as client:
                 yield app, client
+
+
+@contextlib.asynccontextmanager
+async def served(app: Any) -> AsyncIterator[str]:
+    """An ASGI app on a real loopback port (its lifespan is the caller's), for clients that
+    speak real HTTP; its base URL. The socket listens before uvicorn runs, so a client may
+    connect at once: the kernel holds the connection until uvicorn accepts it."""
+    listening = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off", ws="none"))
+    serving = asyncio.create_task(server.serve(sockets=[listening]))
+    try:
+        yield http_url("127.0.0.1", listening.getsockname()[1])
+    finally:
+        server.should_exit = True
+        await serving
+        listening.close()

@@ -1,12 +1,15 @@
+import aiohttp
 import httpx
 import pytest
+from fastapi import FastAPI, Response
 
 from tritonfleet.config import NodeRoute, Policy
+from tritonfleet.net import free_port, http_url
 from tritonfleet.protocol import NodeState
 from tritonfleet.scheduler.client import EmbeddedScheduler, Pick, RemoteScheduler
 from tritonfleet.scheduler.errors import NoNodeAvailable, SchedulerUnavailable, UnknownModel
 
-from .fakes import FakeHealthChecker, FakeNetwork, node, running_service
+from .fakes import FakeHealthChecker, FakeNetwork, node, running_service, served
 
 
 def test_a_pick_is_a_frozen_value() -> None:
@@ -48,8 +51,8 @@ async def test_embedded_feedback_steers_least_outstanding() -> None:
 
 async def test_remote_picks_through_the_service() -> None:
     checker = FakeHealthChecker([node("a", "m"), node("b", "m")])
-    async with running_service(checker) as (_, client):
-        remote = RemoteScheduler("http://scheduler/", NodeRoute.MANAGER, client)
+    async with running_service(checker) as (app, _), served(app) as url, aiohttp.ClientSession() as session:
+        remote = RemoteScheduler(f"{url}/", NodeRoute.MANAGER, session)
         await remote.start()
         assert await remote.pick("m", "1", exclude=["a"]) == Pick("b", "http://b-manager")
         remote.acquire("b")
@@ -59,8 +62,8 @@ async def test_remote_picks_through_the_service() -> None:
 
 async def test_remote_maps_404_and_503_back_to_the_same_errors_and_messages() -> None:
     checker = FakeHealthChecker([node("a", "m", state=NodeState.STARTING)])
-    async with running_service(checker) as (_, client):
-        remote = RemoteScheduler("http://scheduler", NodeRoute.TRITON, client)
+    async with running_service(checker) as (app, _), served(app) as url, aiohttp.ClientSession() as session:
+        remote = RemoteScheduler(url, NodeRoute.TRITON, session)
         with pytest.raises(UnknownModel, match=r"^Request for unknown model: 'x' is not found$"):
             await remote.pick("x")
         with pytest.raises(NoNodeAvailable, match=r"^no node is serving model 'm' now$") as err:
@@ -69,9 +72,10 @@ async def test_remote_maps_404_and_503_back_to_the_same_errors_and_messages() ->
 
 
 async def test_an_unreachable_service_is_a_503_that_names_it() -> None:
-    async with httpx.AsyncClient(transport=FakeNetwork({})) as http:
-        remote = RemoteScheduler("http://scheduler:8081", NodeRoute.TRITON, http)
-        with pytest.raises(SchedulerUnavailable, match="scheduler service at http://scheduler:8081") as err:
+    nobody = http_url("127.0.0.1", free_port())
+    async with aiohttp.ClientSession() as session:
+        remote = RemoteScheduler(nobody, NodeRoute.TRITON, session)
+        with pytest.raises(SchedulerUnavailable, match=f"scheduler service at {nobody} unreachable") as err:
             await remote.pick("m")
     assert isinstance(err.value, NoNodeAvailable)
     assert err.value.status == 503
@@ -81,8 +85,9 @@ async def test_an_unreachable_service_is_a_503_that_names_it() -> None:
     ("status", "body"), [(500, b"boom"), (200, b'{"node": "a"}')], ids=["server error", "bad body"]
 )
 async def test_an_unexpected_answer_from_the_service_is_a_503(status: int, body: bytes) -> None:
-    transport = httpx.MockTransport(lambda request: httpx.Response(status, content=body))
-    async with httpx.AsyncClient(transport=transport) as http:
-        remote = RemoteScheduler("http://scheduler", NodeRoute.TRITON, http)
-        with pytest.raises(SchedulerUnavailable, match="scheduler service at http://scheduler answered"):
+    odd = FastAPI()
+    odd.get("/v1/schedule")(lambda: Response(body, status_code=status))
+    async with served(odd) as url, aiohttp.ClientSession() as session:
+        remote = RemoteScheduler(url, NodeRoute.TRITON, session)
+        with pytest.raises(SchedulerUnavailable, match=f"scheduler service at {url} answered"):
             await remote.pick("m")

@@ -26,7 +26,32 @@ class Served:
     attempts: int
 
 
-class Forwarder:
+class NodeRouting:
+    """What the HTTP and gRPC forwarders share: the scheduler's pick, steering clear of the
+    nodes a request already tried and of ejected ones, and the ejection of a failing node."""
+
+    def __init__(
+        self, scheduler: SchedulerClient, ejector: Ejector, metrics: GatewayMetrics, max_attempts: int
+    ) -> None:
+        self.scheduler = scheduler
+        self.ejector = ejector
+        self.metrics = metrics
+        self.max_attempts = max_attempts
+
+    async def pick(self, model: str, version: str | None, tried: set[str]) -> Pick:
+        try:
+            return await self.scheduler.pick(model, version, tried | self.ejector.ejected())
+        except NoNodeAvailable:
+            # Every remaining node is ejected: better to try one than to fail outright.
+            return await self.scheduler.pick(model, version, tried)
+
+    def failed(self, node_id: str) -> None:
+        if self.ejector.failed(node_id):
+            self.metrics.ejections.labels(node_id).inc()
+            log.warning("node ejected", extra={"node": node_id})
+
+
+class Forwarder(NodeRouting):
     """Routes one request by model and version, and retries it on another node when the chosen
     one fails before answering (refused, reset, 503), as long as the deadline allows.
 
@@ -43,11 +68,8 @@ class Forwarder:
         metrics: GatewayMetrics,
         max_attempts: int,
     ) -> None:
-        self.scheduler = scheduler
+        super().__init__(scheduler, ejector, metrics, max_attempts)
         self.session = session
-        self.ejector = ejector
-        self.metrics = metrics
-        self.max_attempts = max_attempts
 
     async def forward(
         self,
@@ -63,7 +85,7 @@ class Forwarder:
         failure = ""
         for attempt in range(1, self.max_attempts + 1):
             try:
-                pick = await self._pick(model, version, tried)
+                pick = await self.pick(model, version, tried)
             except NoNodeAvailable:
                 if not tried:
                     raise
@@ -79,15 +101,8 @@ class Forwarder:
                 return Served(reply, pick.node_id, attempt)
             failure = f"node {pick.node_id} " + ("answered 503" if reply else "was unreachable")
             tried.add(pick.node_id)
-            self._failed(pick.node_id)
+            self.failed(pick.node_id)
         raise Unavailable(f"no node could serve model '{model}' now; last failure: {failure}")
-
-    async def _pick(self, model: str, version: str | None, tried: set[str]) -> Pick:
-        try:
-            return await self.scheduler.pick(model, version, tried | self.ejector.ejected())
-        except NoNodeAvailable:
-            # Every remaining node is ejected: better to try one than to fail outright.
-            return await self.scheduler.pick(model, version, tried)
 
     async def _send(
         self, pick: Pick, method: str, path_qs: str, body: bytes, headers: CIMultiDict[str], timeout_s: float
@@ -109,8 +124,3 @@ class Forwarder:
         self.metrics.upstream.labels(pick.node_id, str(reply.status)).inc()
         self.metrics.upstream_latency.labels(pick.node_id).observe(time.monotonic() - started)
         return reply
-
-    def _failed(self, node_id: str) -> None:
-        if self.ejector.failed(node_id):
-            self.metrics.ejections.labels(node_id).inc()
-            log.warning("node ejected", extra={"node": node_id})

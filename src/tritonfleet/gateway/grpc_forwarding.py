@@ -13,11 +13,12 @@ import grpc
 
 from tritonfleet.gateway.ejection import Ejector
 from tritonfleet.gateway.errors import BadRequest, DeadlineExceeded, Unavailable
+from tritonfleet.gateway.forwarding import NodeRouting
 from tritonfleet.gateway.grpc_channels import NodeChannel, NodeChannels
 from tritonfleet.gateway.grpc_errors import GrpcAbort, Refusal
 from tritonfleet.gateway.grpc_wire import Route, WireError, read_route
 from tritonfleet.gateway.metrics import GatewayMetrics
-from tritonfleet.scheduler.client import Pick, SchedulerClient
+from tritonfleet.scheduler.client import SchedulerClient
 from tritonfleet.scheduler.errors import NoNodeAvailable
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class Pinned:
     node: NodeChannel
 
 
-class GrpcForwarder:
+class GrpcForwarder(NodeRouting):
     """Routes one call by model and version, and retries it on another node when the chosen one
     fails before answering (UNAVAILABLE: refused, reset, or Triton not ready), while the
     deadline allows. The same trade-off as the HTTP Forwarder: a retry after a reset may run an
@@ -79,11 +80,8 @@ class GrpcForwarder:
         max_attempts: int,
         connect_timeout_s: float,
     ) -> None:
-        self.scheduler = scheduler
+        super().__init__(scheduler, ejector, metrics, max_attempts)
         self.channels = channels
-        self.ejector = ejector
-        self.metrics = metrics
-        self.max_attempts = max_attempts
         self.connect_timeout_s = connect_timeout_s
 
     async def forward(
@@ -132,17 +130,12 @@ class GrpcForwarder:
             return pinned
         raise Unavailable(f"no node could take a stream for model '{model}' now")
 
-    def failed(self, node_id: str) -> None:
-        if self.ejector.failed(node_id):
-            self.metrics.ejections.labels(node_id).inc()
-            log.warning("node ejected", extra={"node": node_id})
-
     async def _choose(self, model: str, version: str | None, tried: set[str]) -> Pinned | None:
         """The next node to try and its channel; None when every node was tried. Nodes without
         a gRPC address are skipped."""
         while True:
             try:
-                pick = await self._pick(model, version, tried)
+                pick = await self.pick(model, version, tried)
             except NoNodeAvailable:
                 if not tried:
                     raise
@@ -151,13 +144,6 @@ class GrpcForwarder:
             if node is not None:
                 return Pinned(pick.node_id, node)
             tried.add(pick.node_id)
-
-    async def _pick(self, model: str, version: str | None, tried: set[str]) -> Pick:
-        try:
-            return await self.scheduler.pick(model, version, tried | self.ejector.ejected())
-        except NoNodeAvailable:
-            # Every remaining node is ejected: better to try one than to fail outright.
-            return await self.scheduler.pick(model, version, tried)
 
     async def _send(
         self,

@@ -25,7 +25,8 @@ from tritonfleet.scheduler.watch import NodeWatcher
 
 log = logging.getLogger(__name__)
 
-# Control-plane calls (watch, remote scheduler) are few; the data path has its own aiohttp session.
+# Control-plane calls (the watch) are few; the data path, the remote scheduler's pick included,
+# has its own aiohttp session.
 CONTROL_TIMEOUT_S = 5.0
 # On shutdown, how long requests and streams in flight may take to finish before they are cancelled.
 SHUTDOWN_GRACE_S = 10.0
@@ -43,7 +44,7 @@ async def create_app(config: FleetConfig) -> web.Application:
         )
         scheduler, watcher = embedded, embedded.watcher
     else:
-        scheduler = RemoteScheduler(gw.scheduler_url, gw.node_route, control)
+        scheduler = RemoteScheduler(gw.scheduler_url, gw.node_route, session)
         watcher = NodeWatcher(
             config.cluster.health_urls,
             control,

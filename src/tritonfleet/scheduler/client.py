@@ -8,6 +8,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
+import aiohttp
 import httpx
 from pydantic import ValidationError
 
@@ -100,15 +101,19 @@ class EmbeddedScheduler(SchedulerClient):
 
 
 class RemoteScheduler(SchedulerClient):
-    """Asks the scheduler service, `GET /v1/schedule`, once per pick."""
+    """Asks the scheduler service, `GET /v1/schedule`, once per pick.
+
+    On the gateway's aiohttp session, kept alive: this call is on every request's path, where
+    httpx cost 12-15 times aiohttp's CPU per request (bench/overhead.py --stacks).
+    """
 
     def __init__(
-        self, scheduler_url: str, route: NodeRoute, client: httpx.AsyncClient, *, timeout_s: float = 2.0
+        self, scheduler_url: str, route: NodeRoute, session: aiohttp.ClientSession, *, timeout_s: float = 2.0
     ) -> None:
         self.scheduler_url = scheduler_url.rstrip("/")
         self.route = route
-        self.client = client
-        self.timeout_s = timeout_s
+        self.session = session
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     async def pick(self, model: str, version: str | None = None, exclude: Collection[str] = ()) -> Pick:
         params = {"model": model, "route": self.route.value}
@@ -116,16 +121,18 @@ class RemoteScheduler(SchedulerClient):
             params["version"] = version
         if exclude:
             params["exclude"] = ",".join(exclude)
-        url = f"{self.scheduler_url}/v1/schedule"
         try:
-            response = await self.client.get(url, params=params, timeout=self.timeout_s)
-        except httpx.HTTPError as exc:
+            async with self.session.get(
+                f"{self.scheduler_url}/v1/schedule", params=params, timeout=self.timeout
+            ) as response:
+                status, body = response.status, await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise SchedulerUnavailable(
                 f"scheduler service at {self.scheduler_url} unreachable: {exc!r}"
             ) from exc
-        return self._read(response)
+        return self._read(status, body)
 
-    # The service counts its own recent choices instead; the HTTP client is the caller's to close.
+    # The service counts its own recent choices instead; the session is the caller's to close.
     def acquire(self, node_id: str) -> None:
         pass
 
@@ -138,27 +145,25 @@ class RemoteScheduler(SchedulerClient):
     async def aclose(self) -> None:
         pass
 
-    def _read(self, response: httpx.Response) -> Pick:
-        if response.status_code == 200:
+    def _read(self, status: int, body: bytes) -> Pick:
+        if status == 200:
             try:
-                answer = ScheduleResponse.model_validate_json(response.content)
+                answer = ScheduleResponse.model_validate_json(body)
             except ValidationError as exc:
                 raise SchedulerUnavailable(
                     f"scheduler service at {self.scheduler_url} answered an invalid body: {exc}"
                 ) from exc
             return Pick(answer.node_id, answer.url)
-        message = _error_message(response)
-        if response.status_code == 404:
+        message = _error_message(body)
+        if status == 404:
             raise UnknownModel(message)
-        if response.status_code == 503:
+        if status == 503:
             raise NoNodeAvailable(message)
-        raise SchedulerUnavailable(
-            f"scheduler service at {self.scheduler_url} answered {response.status_code}: {message}"
-        )
+        raise SchedulerUnavailable(f"scheduler service at {self.scheduler_url} answered {status}: {message}")
 
 
-def _error_message(response: httpx.Response) -> str:
+def _error_message(body: bytes) -> str:
     try:
-        return ErrorBody.model_validate_json(response.content).error
+        return ErrorBody.model_validate_json(body).error
     except ValidationError:
-        return response.text
+        return body.decode(errors="replace")
