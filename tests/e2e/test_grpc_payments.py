@@ -111,13 +111,14 @@ def test_a_paid_call_is_charged_once_per_request_id(
 ) -> None:
     _, key = funded_user(fleet, credit=10)
     metadata = (*bearer(key).items(), ("x-request-id", "grpc-paid-1"))
-    charged = []
-    for _ in range(2):
-        answer, call = stub.ModelInfer.with_call(simple_request(), metadata=metadata)
-        assert list(answer.raw_output_contents)
-        trailing = dict(call.trailing_metadata())
-        charged.append((trailing["x-tritonfleet-charge"], trailing["x-tritonfleet-credit-remaining"]))
-    assert charged == [("1", "9"), ("0", "9")]
+    answer, call = stub.ModelInfer.with_call(simple_request(), metadata=metadata)
+    assert list(answer.raw_output_contents)
+    trailing = dict(call.trailing_metadata())
+    assert (trailing["x-tritonfleet-charge"], trailing["x-tritonfleet-credit-remaining"]) == ("1", "9")
+    with pytest.raises(grpc.RpcError) as again:
+        stub.ModelInfer(simple_request(), metadata=metadata)
+    assert again.value.code() is grpc.StatusCode.ALREADY_EXISTS
+    assert "charged already" in (again.value.details() or "")
     assert gateway_credit(fleet, key)["available"] == 9
 
 

@@ -126,11 +126,17 @@ def test_a_paid_inference_is_charged_settled_on_chain_and_balances_agree(
     assert balance["deposit"] == 99 and balance["unsettled"] == 0 and balance["available"] == 99
 
 
-def test_a_retried_request_id_is_never_charged_twice(fleet: LocalCluster) -> None:
+def test_a_reused_request_id_is_neither_charged_twice_nor_served_free(fleet: LocalCluster) -> None:
     _, key = funded_user(fleet, credit=10)
     first, again = infer(fleet, key, "same-id"), infer(fleet, key, "same-id")
-    assert first.status_code == again.status_code == 200
-    assert first.headers["X-Tritonfleet-Charge"] == "1" and again.headers["X-Tritonfleet-Charge"] == "0"
+    assert first.status_code == 200 and first.headers["X-Tritonfleet-Charge"] == "1"
+    assert again.status_code == 409 and "outputs" not in again.json()
+    assert "charged already" in again.json()["error"] and again.headers["X-Request-ID"] == "same-id"
+    # Another account reusing the id gets nothing either.
+    _, other = funded_user(fleet, credit=10)
+    assert infer(fleet, other, "same-id").status_code == 409
+    headers = {"Authorization": f"Bearer {key}"}
+    assert httpx.get(f"{fleet.gateway_url}/v1/credit", headers=headers).json()["available"] == 9
 
 
 def test_no_key_or_a_wrong_key_gets_401(fleet: LocalCluster) -> None:

@@ -14,6 +14,7 @@ class GatewayError(Exception):
     GatewayError (500)
     ├── BadRequest (400)        malformed URL or body
     ├── BodyTooLarge (413)      body over gateway.max_body_bytes
+    ├── AlreadyCharged (409)    a paid request reused a request id that was charged before
     ├── Unavailable (503)       no node could serve the request now; comes with Retry-After
     └── DeadlineExceeded (504)  the request's deadline ran out
     Scheduler errors (UnknownModel 404, NoNodeAvailable 503) are answered the same way.
@@ -28,6 +29,10 @@ class BadRequest(GatewayError):
 
 class BodyTooLarge(GatewayError):
     status = 413
+
+
+class AlreadyCharged(GatewayError):
+    status = 409
 
 
 class Unavailable(GatewayError):

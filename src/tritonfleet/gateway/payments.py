@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tritonfleet.config import PaymentsConfig
-from tritonfleet.gateway.errors import Unavailable
+from tritonfleet.gateway.errors import AlreadyCharged, Unavailable
 from tritonfleet.payments.chain import Chain, ChainError
 from tritonfleet.payments.charge_writer import ChargeWriter
 from tritonfleet.payments.credit import CreditBook, CreditSnapshot, Reservation
@@ -113,10 +113,12 @@ class PaidPath:
     async def charge(
         self, reservation: Reservation, model: str, version: str | None, key_id: str = ""
     ) -> Charged:
-        """Durably charge a served request; a request id charged before is not charged again.
+        """Durably charge a served request, once per request id.
 
-        Unavailable (503) when the ledger cannot record it: the answer is withheld, and a retry
-        with the same request id is charged at most once.
+        The answer is withheld when the charge is not new: AlreadyCharged (409) for a request id
+        charged before (a request served and charged once is not served again for free, nor
+        charged twice), Unavailable (503) when the ledger cannot record it (a retry with the
+        same request id is then charged at most once).
         """
         try:
             new = await self.writer.commit(
@@ -135,13 +137,15 @@ class PaidPath:
         except BaseException:
             self.book.release(reservation)
             raise
-        if new:
-            self.book.commit(reservation)
-            self._committed_since_read[reservation.account] += reservation.amount
-        else:
+        if not new:
             self.book.release(reservation)
-        amount = reservation.amount if new else Credit(0)
-        return Charged(amount, self.book.available(reservation.account))
+            raise AlreadyCharged(
+                f"request id '{reservation.request_id}' was charged already, for an answer served "
+                "before; send a new X-Request-ID for a new inference"
+            )
+        self.book.commit(reservation)
+        self._committed_since_read[reservation.account] += reservation.amount
+        return Charged(reservation.amount, self.book.available(reservation.account))
 
     def snapshot(self, account: str) -> CreditSnapshot:
         return self.book.snapshot(account)
