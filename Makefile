@@ -44,8 +44,10 @@ lint: install
 	$(BIN)/ruff check src tests models
 	$(BIN)/mypy
 
-test: lint
+# The suite, then every benchmark scenario for a few seconds: CI proves the harness works.
+test: lint $(BENCH_TOOLS)
 	$(BIN)/pytest -q
+	$(BIN)/python -m bench.smoke
 
 # The benchmarks' load generator and reference proxy come from Debian's packages.
 $(BENCH_TOOLS): | $(STAMP)
@@ -53,13 +55,14 @@ $(BENCH_TOOLS): | $(STAMP)
 		|| (apt-get update && apt-get install -y wrk nginx)
 	touch $@
 
-# Every scenario with its full settings, then docs/benchmarks.md; 9 minutes on 2 cores.
+# Every scenario with its full settings, then docs/benchmarks.md; about 11 minutes on 2 cores.
 bench: install $(BENCH_TOOLS)
 	$(BIN)/python -m bench.overhead --duration-s 3 --rounds 3
 	$(BIN)/python -m bench.scaleout --duration-s 4 --rounds 3
 	$(BIN)/python -m bench.skew --duration-s 4 --rounds 3
 	$(BIN)/python -m bench.failover
 	$(BIN)/python -m bench.paid --duration-s 3 --rounds 3
+	$(BIN)/python -m bench.grpc_overhead --duration-s 3 --rounds 3
 	$(BIN)/python -m bench.report
 
 # Each scenario for a few seconds and the report, into a temp dir: proves the harness works.

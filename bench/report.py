@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = ("overhead", "scaleout", "skew", "failover", "paid")
+SCENARIOS = ("overhead", "scaleout", "skew", "failover", "paid", "grpc_overhead")
 # Every Ethereum transaction costs at least this much gas before it does anything.
 INTRINSIC_TX_GAS = 21_000
 NONE = "\u2013"  # an en dash, for figures not measured
@@ -274,6 +274,21 @@ def plot_paid(r: dict[str, Any], docs: Path) -> str:
     ax.set_title("Paid path vs unpaid, per ledger (simple model)")
     ax.legend()
     return save(fig, docs, "paid")
+
+
+def plot_grpc(r: dict[str, Any], docs: Path) -> str:
+    targets = r["summary"]["targets"]
+    loads = [load["name"] for load in r["settings"]["loads"]]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    width = 0.8 / len(targets)
+    for i, (name, by_load) in enumerate(targets.items()):
+        xs = [j + (i - (len(targets) - 1) / 2) * width for j in range(len(loads))]
+        ax.bar(xs, [by_load[load]["rps"] for load in loads], width, label=name)
+    ax.set_xticks(range(len(loads)), [f"{load} (concurrent calls)" for load in loads])
+    ax.set_ylabel("requests/s")
+    ax.set_title("gRPC ModelInfer: direct vs gateway (simple model)")
+    ax.legend()
+    return save(fig, docs, "grpc")
 
 
 # --- the page ----------------------------------------------------------------------------------
@@ -553,6 +568,41 @@ def paid_section(r: dict[str, Any], image: str) -> str:
     )
 
 
+def grpc_section(r: dict[str, Any], image: str) -> str:
+    settings, summary = r["settings"], r["summary"]
+    rows = []
+    for name, by_load in summary["targets"].items():
+        for load in (entry["name"] for entry in settings["loads"]):
+            figures = by_load[load]
+            ratio = summary["ratios"].get(name, {}).get(load, {})
+            rows.append(
+                [
+                    name,
+                    load,
+                    fmt(figures["rps"], ".0f"),
+                    fmt(ratio.get("rps_over_direct", 1.0 if name == "direct" else None), ".2f"),
+                    fmt(figures["p50_ms"], ".3f"),
+                    fmt(figures["p99_ms"], ".3f"),
+                    fmt(ratio.get("p50_added_ms", 0.0 if name == "direct" else None), "+.3f"),
+                    fmt(figures["cpu_us_per_request"], ".0f"),
+                ]
+            )
+    head = ["target", "load", "req/s", "÷ direct", "p50 ms", "p99 ms", "p50 added (ms)", "CPU µs/req"]
+    return "\n\n".join(
+        [
+            "## 6. Overhead over gRPC",
+            "`bench/grpc_overhead.py`: one Triton node serving `simple`; `tritonclient.grpc.aio` "
+            "sends `ModelInfer` from 1, 4 and 16 concurrent tasks, closed loop, to Triton's own gRPC "
+            "port, to the gateway's, and to a logic-free `grpc.aio` proxy with the same generic "
+            f"handler (what grpcio itself costs); {settings['rounds']} interleaved rounds of "
+            f"{settings['duration_s']:g} s after {settings['warmup_s']:g} s of warm-up, medians. The "
+            "load generator is the same Python client for every target, and it shares the cores.",
+            md_table(head, rows),
+            f"![grpc]({image})",
+        ]
+    )
+
+
 def environment_section(r: dict[str, Any]) -> str:
     rows = []
     for name in (*SCENARIOS, "stacks"):
@@ -610,6 +660,7 @@ def page(r: dict[str, Any], docs: Path) -> str:
         ("skew", skew_section, plot_skew),
         ("failover", failover_section, plot_failover),
         ("paid", paid_section, plot_paid),
+        ("grpc_overhead", grpc_section, plot_grpc),
     ]
     for name, section, plot in sections:
         if name not in r:

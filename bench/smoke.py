@@ -23,6 +23,7 @@ SMOKE = (
     ("skew", ["--smoke"]),
     ("failover", ["--smoke"]),
     ("paid", ["--duration-s", "1", "--rounds", "1"]),
+    ("grpc_overhead", ["--duration-s", "1", "--rounds", "1"]),
 )
 
 
