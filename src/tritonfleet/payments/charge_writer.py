@@ -206,15 +206,20 @@ def main() -> int:
     options = json.loads(settings)
     ledger = Ledger(create_ledger_engine(options["ledger_url"]))
     try:
-        os.write(sys.stdout.fileno(), b"ready\n")
+        _write_all(sys.stdout.fileno(), b"ready\n")
         for lines in itertools.chain([early], batches):
             charges = [[NewCharge(*fields) for fields in json.loads(line)] for line in lines]
             answers = b"".join(_record(ledger, group) for group in _groups(charges, options["max_group"]))
-            if answers:
-                os.write(sys.stdout.fileno(), answers)
+            _write_all(sys.stdout.fileno(), answers)
     finally:
         ledger.close()
     return 0
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    # A write to a pipe may take only part of what is over its buffer's size.
+    while data:
+        data = data[os.write(fd, data) :]
 
 
 def _line_batches(fd: int) -> Iterator[list[bytes]]:
