@@ -135,6 +135,13 @@ class LocalCluster:
         for node_id in self.nodes:
             self.wait_node(node_id, deadline - time.monotonic())
         self.wait_gateway_sees(set(self.nodes), deadline - time.monotonic())
+        # A gateway with a remote scheduler routes by the scheduler service's view, watched apart.
+        self._wait(
+            lambda: self._schedulable(f"{self.scheduler_url}/v1/nodes") == set(self.nodes),
+            deadline - time.monotonic(),
+            f"the scheduler service did not see nodes {sorted(self.nodes)}",
+            self.scheduler,
+        )
 
     def wait_node(self, node_id: str, timeout_s: float) -> None:
         """Until the health checker lists the node healthy and ready."""

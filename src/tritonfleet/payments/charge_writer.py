@@ -130,7 +130,12 @@ class ChargeWriter:
             if not started.done():
                 started.set_result(None)
             self._flush()
-            await self._read_answers(self._process)
+            try:
+                await self._read_answers(self._process)
+            except Exception:
+                # An answer we cannot follow: start afresh rather than leave charges waiting.
+                log.exception("unreadable answer from the charge writer process; restarting it")
+                self._process.kill()
             code = await self._process.wait()
             self._process = None
             self._fail_in_flight(LedgerError(f"the charge writer process ended (exit status {code})"))
