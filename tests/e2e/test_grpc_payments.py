@@ -147,12 +147,16 @@ def test_a_paid_stream_charges_each_completed_request_once(
     with Stream(gateway, key) as stream:
         gateway.async_stream_infer("countdown", countdown_inputs(3))
         gateway.async_stream_infer("countdown", countdown_inputs(3))
-        gateway.async_stream_infer("simple", simple_inputs(), request_id="s")
-        answers = stream.take(7)
+        answers = stream.take(6)
         gateway.async_stream_infer("countdown", countdown_inputs(1), enable_empty_final_response=True)
         answers += stream.take(2)
         gateway.async_stream_infer("countdown", countdown_inputs(-1))
         failed = stream.take(1)
+    # `simple` in a stream of its own: Triton 2.51 can abort ("ASSERTION FAILED:
+    # !byte_buffer->Valid()", seen in CI) on a stream mixing it with a decoupled model.
+    with Stream(gateway, key) as stream:
+        gateway.async_stream_infer("simple", simple_inputs(), request_id="s")
+        answers += stream.take(1)
     assert [error for _, error in answers] == [None] * 9
     ids = sorted((result.get_response().model_name, result.get_response().id) for result, _ in answers)
     assert ids == [("countdown", "")] * 8 + [("simple", "s")], "the client's ids, as it sent them"
