@@ -3,6 +3,7 @@
 import asyncio
 import os
 import signal
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
 
@@ -133,6 +134,46 @@ async def test_a_killed_process_fails_what_it_held_and_another_takes_over(
     assert await asyncio.gather(writer.commit(charge("r2")), writer.commit(charge("r3"))) == [True, True]
     assert writer.pid not in (None, first)
     assert ledger.unsettled_by_account() == {"alice": 3}
+
+
+# A process that starts as the writer does, then answers something that is no answer.
+GARBLING = (
+    "import sys; sys.stdin.readline(); print('ready', flush=True); "
+    "sys.stdin.readline(); print('?', flush=True)"
+)
+
+
+class GarbledFirst(ChargeWriter):
+    """Its first process garbles its answer; the processes after it are the real one."""
+
+    spawned = 0
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        self.spawned += 1
+        if self.spawned > 1:
+            return await super()._spawn()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", GARBLING, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        )
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(b"{}\n")
+        assert await process.stdout.readline() == b"ready\n"
+        return process
+
+
+async def test_an_unreadable_answer_fails_its_charges_and_a_real_process_takes_over(
+    ledger_url: str, ledger: Ledger
+) -> None:
+    writer = GarbledFirst(ledger_url)
+    await writer.start()
+    try:
+        with pytest.raises(LedgerError, match="ended"):
+            await writer.commit(charge("r1"))
+        assert await writer.commit(charge("r1")) is True, "the retry is charged, once"
+        assert writer.spawned == 2
+    finally:
+        await writer.aclose()
+    assert ledger.unsettled_by_account() == {"alice": 1}
 
 
 async def test_a_cancelled_committer_still_gets_its_charge_written(ledger_url: str, ledger: Ledger) -> None:

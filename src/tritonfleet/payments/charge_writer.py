@@ -168,15 +168,20 @@ class ChargeWriter:
     async def _read_answers(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
         while answer := await process.stdout.readline():
-            waiting = self._in_flight.popleft()
+            # Read whole before the line leaves `_in_flight`: an answer that cannot be followed
+            # must leave its charges to `_fail_in_flight`, not in limbo.
             outcome = json.loads(answer)
+            waiting = self._in_flight[0]
+            results: list[bool | Exception]
             if "error" in outcome:
-                error = LedgerError(f"cannot record charges: {outcome['error']}")
-                for done in waiting:
-                    _resolve(done, error)
+                results = [LedgerError(f"cannot record charges: {outcome['error']}")] * len(waiting)
             else:
-                for done, new in zip(waiting, outcome["new"], strict=True):
-                    _resolve(done, bool(new))
+                results = [bool(new) for new in outcome["new"]]
+                if len(results) != len(waiting):
+                    raise ValueError(f"an answer for {len(results)} charges to a line of {len(waiting)}")
+            self._in_flight.popleft()
+            for done, result in zip(waiting, results, strict=True):
+                _resolve(done, result)
             self._flush()
 
     def _fail_in_flight(self, error: LedgerError) -> None:
