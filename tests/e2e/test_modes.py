@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -39,18 +40,36 @@ def metric_total(url: str, family: str) -> float:
     )
 
 
+def infer(fleet: LocalCluster) -> str:
+    answer = httpx.post(f"{fleet.gateway_url}/v2/models/simple/infer", json=SIMPLE)
+    assert answer.status_code == 200
+    assert answer.json()["outputs"][0]["data"] == [10] * 16
+    return answer.headers["X-Tritonfleet-Node"]
+
+
+def inference_counts(nodes: dict[str, dict[str, str]]) -> dict[str, int]:
+    """Each node's own count of `simple` inferences, from Triton's statistics."""
+    return {
+        node_id: httpx.get(f"{node['triton_http_url']}/v2/models/simple/stats").json()["model_stats"][0][
+            "inference_count"
+        ]
+        for node_id, node in nodes.items()
+    }
+
+
 def test_remote_scheduler_and_manager_forwarding_spread_requests_round_robin(fleet: LocalCluster) -> None:
     nodes = {node["node_id"]: node for node in httpx.get(f"{fleet.health_url}/v1/nodes").json()["nodes"]}
-    served = []
-    for _ in range(20):
-        answer = httpx.post(f"{fleet.gateway_url}/v2/models/simple/infer", json=SIMPLE)
-        assert answer.status_code == 200
-        assert answer.json()["outputs"][0]["data"] == [10] * 16
-        served.append(answer.headers["X-Tritonfleet-Node"])
+    # Until both nodes have served once: a node's first heartbeats may still be settling
+    # (a CI run saw six requests in a row go to one node right after start).
+    deadline, seen = time.monotonic() + 15, set()
+    while seen != set(nodes):
+        assert time.monotonic() < deadline, f"only {sorted(seen)} served within 15 s"
+        seen.add(infer(fleet))
+    before = inference_counts(nodes)
+    served = [infer(fleet) for _ in range(20)]
     assert served.count("node-1") == served.count("node-2") == 10
-    for node in nodes.values():
-        stats = httpx.get(f"{node['triton_http_url']}/v2/models/simple/stats").json()["model_stats"][0]
-        assert stats["inference_count"] == 10, "Triton's own statistics agree"
+    after = inference_counts(nodes)
+    assert {n: after[n] - before[n] for n in nodes} == {n: 10 for n in nodes}, "Triton's own statistics agree"
 
 
 def test_every_service_serves_prometheus_metrics(fleet: LocalCluster) -> None:
