@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
+from eth_keys import KeyAPI
+from eth_keys.backends import CoinCurveECCBackend
 from hexbytes import HexBytes
 
 from tests.payments.devnet import batch_id, depositor, operator_chain
@@ -37,6 +39,12 @@ def manual_mining(chain: DevChain) -> Iterator[None]:
         yield
     finally:
         chain.set_automine(True)
+
+
+def test_signatures_use_libsecp256k1() -> None:
+    # eth-keys falls back to pure-Python curve arithmetic without coincurve, silently: each
+    # settlement's signature then costs ten times the CPU (pyproject.toml).
+    assert isinstance(KeyAPI().backend, CoinCurveECCBackend)
 
 
 def test_an_unreachable_endpoint_is_chain_unavailable() -> None:
