@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import Protocol, TypeVar
 
 import aiohttp
 from multidict import CIMultiDict
@@ -19,6 +22,15 @@ from tritonfleet.scheduler.errors import NoNodeAvailable
 log = logging.getLogger(__name__)
 
 
+class _Routed(Protocol):
+    @property
+    def node_id(self) -> str: ...
+
+
+_Node = TypeVar("_Node", bound=_Routed)
+_Answer = TypeVar("_Answer")
+
+
 @dataclass(frozen=True, slots=True)
 class Served:
     reply: Reply
@@ -26,9 +38,14 @@ class Served:
     attempts: int
 
 
+class NodeFailed(Exception):
+    """The chosen node gave no answer (refused, reset, unavailable): another node may."""
+
+
 class NodeRouting:
     """What the HTTP and gRPC forwarders share: the scheduler's pick, steering clear of the
-    nodes a request already tried and of ejected ones, and the ejection of a failing node."""
+    nodes a request already tried and of ejected ones; the attempts on one node after another
+    while the deadline allows; and the ejection of a node that fails."""
 
     def __init__(
         self, scheduler: SchedulerClient, ejector: Ejector, metrics: GatewayMetrics, max_attempts: int
@@ -44,6 +61,43 @@ class NodeRouting:
         except NoNodeAvailable:
             # Every remaining node is ejected: better to try one than to fail outright.
             return await self.scheduler.pick(model, version, tried)
+
+    async def pick_untried(self, model: str, version: str | None, tried: set[str]) -> Pick | None:
+        """The next node to try; None once every node was tried (NoNodeAvailable if none was)."""
+        try:
+            return await self.pick(model, version, tried)
+        except NoNodeAvailable:
+            if not tried:
+                raise
+            return None
+
+    async def attempt(
+        self,
+        model: str,
+        deadline: float,
+        choose: Callable[[set[str]], Awaitable[_Node | None]],
+        send: Callable[[_Node, int, float], Awaitable[_Answer]],
+    ) -> _Answer:
+        """`send(node, attempt, remaining_s)` to the nodes `choose(tried)` gives, one after
+        another while one raises NodeFailed, up to `max_attempts` and the deadline."""
+        tried: set[str] = set()
+        failure = "none"
+        for attempt in range(1, self.max_attempts + 1):
+            node = await choose(tried)
+            if node is None:
+                break
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                raise DeadlineExceeded("deadline exceeded before a node could answer")
+            if attempt > 1:
+                self.metrics.retries.inc()
+            try:
+                return await send(node, attempt, remaining_s)
+            except NodeFailed as exc:
+                failure = f"node {node.node_id} {exc}"
+            tried.add(node.node_id)
+            self.failed(node.node_id)
+        raise Unavailable(f"no node could serve model '{model}' now; last failure: {failure}")
 
     def failed(self, node_id: str) -> None:
         if self.ejector.failed(node_id):
@@ -81,33 +135,21 @@ class Forwarder(NodeRouting):
         headers: CIMultiDict[str],
         deadline: float,
     ) -> Served:
-        tried: set[str] = set()
-        failure = ""
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                pick = await self.pick(model, version, tried)
-            except NoNodeAvailable:
-                if not tried:
-                    raise
-                break
-            remaining_s = deadline - time.monotonic()
-            if remaining_s <= 0:
-                raise DeadlineExceeded("deadline exceeded before a node could answer")
-            if attempt > 1:
-                self.metrics.retries.inc()
-            reply = await self._send(pick, method, path_qs, body, headers, remaining_s)
-            if reply is not None and reply.status != 503:
-                self.ejector.succeeded(pick.node_id)
-                return Served(reply, pick.node_id, attempt)
-            failure = f"node {pick.node_id} " + ("answered 503" if reply else "was unreachable")
-            tried.add(pick.node_id)
-            self.failed(pick.node_id)
-        raise Unavailable(f"no node could serve model '{model}' now; last failure: {failure}")
+        async def send(pick: Pick, attempt: int, remaining_s: float) -> Served:
+            return await self._send(pick, attempt, method, path_qs, body, headers, remaining_s)
+
+        return await self.attempt(model, deadline, partial(self.pick_untried, model, version), send)
 
     async def _send(
-        self, pick: Pick, method: str, path_qs: str, body: bytes, headers: CIMultiDict[str], timeout_s: float
-    ) -> Reply | None:
-        """The node's reply, or None when it gave no answer (worth another node)."""
+        self,
+        pick: Pick,
+        attempt: int,
+        method: str,
+        path_qs: str,
+        body: bytes,
+        headers: CIMultiDict[str],
+        timeout_s: float,
+    ) -> Served:
         started = time.monotonic()
         self.scheduler.acquire(pick.node_id)
         try:
@@ -115,7 +157,7 @@ class Forwarder(NodeRouting):
         except UpstreamUnavailable as exc:
             log.warning("node unavailable", extra={"node": pick.node_id, "error": str(exc)})
             self.metrics.upstream.labels(pick.node_id, "unavailable").inc()
-            return None
+            raise NodeFailed("was unreachable") from exc
         except UpstreamTimeout as exc:
             self.metrics.upstream.labels(pick.node_id, "timeout").inc()
             raise DeadlineExceeded(f"node {pick.node_id} did not answer within the deadline") from exc
@@ -123,4 +165,7 @@ class Forwarder(NodeRouting):
             self.scheduler.release(pick.node_id)
         self.metrics.upstream.labels(pick.node_id, str(reply.status)).inc()
         self.metrics.upstream_latency.labels(pick.node_id).observe(time.monotonic() - started)
-        return reply
+        if reply.status == 503:
+            raise NodeFailed("answered 503")
+        self.ejector.succeeded(pick.node_id)
+        return Served(reply, pick.node_id, attempt)

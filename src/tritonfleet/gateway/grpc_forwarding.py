@@ -8,18 +8,18 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import grpc
 
 from tritonfleet.gateway.ejection import Ejector
 from tritonfleet.gateway.errors import BadRequest, DeadlineExceeded, Unavailable
-from tritonfleet.gateway.forwarding import NodeRouting
+from tritonfleet.gateway.forwarding import NodeFailed, NodeRouting
 from tritonfleet.gateway.grpc_channels import NodeChannel, NodeChannels
 from tritonfleet.gateway.grpc_errors import GrpcAbort, Refusal
 from tritonfleet.gateway.grpc_wire import Route, WireError, read_route
 from tritonfleet.gateway.metrics import GatewayMetrics
 from tritonfleet.scheduler.client import SchedulerClient
-from tritonfleet.scheduler.errors import NoNodeAvailable
 
 log = logging.getLogger(__name__)
 
@@ -93,24 +93,10 @@ class GrpcForwarder(NodeRouting):
         metadata: Metadata,
         deadline: float,
     ) -> GrpcServed:
-        tried: set[str] = set()
-        failure = ""
-        for attempt in range(1, self.max_attempts + 1):
-            pinned = await self._choose(model, version, tried)
-            if pinned is None:
-                break
-            remaining_s = deadline - time.monotonic()
-            if remaining_s <= 0:
-                raise DeadlineExceeded("deadline exceeded before a node could answer")
-            if attempt > 1:
-                self.metrics.retries.inc()
-            served = await self._send(pinned, attempt, method, message, metadata, remaining_s)
-            if served is not None:
-                return served
-            failure = f"node {pinned.node_id} was unavailable"
-            tried.add(pinned.node_id)
-            self.failed(pinned.node_id)
-        raise Unavailable(f"no node could serve model '{model}' now; last failure: {failure or 'none'}")
+        async def send(pinned: Pinned, attempt: int, remaining_s: float) -> GrpcServed:
+            return await self._send(pinned, attempt, method, message, metadata, remaining_s)
+
+        return await self.attempt(model, deadline, partial(self._choose, model, version), send)
 
     async def pin(self, model: str, version: str | None) -> Pinned:
         """A node for a stream, connected: a stream cannot be retried once it has begun, so the
@@ -131,19 +117,14 @@ class GrpcForwarder(NodeRouting):
         raise Unavailable(f"no node could take a stream for model '{model}' now")
 
     async def _choose(self, model: str, version: str | None, tried: set[str]) -> Pinned | None:
-        """The next node to try and its channel; None when every node was tried. Nodes without
-        a gRPC address are skipped."""
-        while True:
-            try:
-                pick = await self.pick(model, version, tried)
-            except NoNodeAvailable:
-                if not tried:
-                    raise
-                return None
+        """The next node to try and its channel, as `pick_untried`. Nodes without a gRPC address
+        are skipped."""
+        while (pick := await self.pick_untried(model, version, tried)) is not None:
             node = self.channels.get(pick.node_id)
             if node is not None:
                 return Pinned(pick.node_id, node)
             tried.add(pick.node_id)
+        return None
 
     async def _send(
         self,
@@ -153,8 +134,8 @@ class GrpcForwarder(NodeRouting):
         message: bytes,
         metadata: Metadata,
         timeout_s: float,
-    ) -> GrpcServed | None:
-        """The node's answer, or None when it gave none (worth another node)."""
+    ) -> GrpcServed:
+        """The node's answer, or the status it answered with; NodeFailed when it gave none."""
         node_id = pinned.node_id
         started = time.monotonic()
         self.scheduler.acquire(node_id)
@@ -169,12 +150,12 @@ class GrpcForwarder(NodeRouting):
         self.metrics.upstream_latency.labels(node_id).observe(time.monotonic() - started)
         return GrpcServed(node_id, attempt, grpc.StatusCode.OK, body=body)
 
-    def _answered_with(self, node_id: str, attempt: int, exc: grpc.aio.AioRpcError) -> GrpcServed | None:
+    def _answered_with(self, node_id: str, attempt: int, exc: grpc.aio.AioRpcError) -> GrpcServed:
         code, details = exc.code(), exc.details() or ""
         self.metrics.upstream.labels(node_id, code.name).inc()
         if code is grpc.StatusCode.UNAVAILABLE:
             log.warning("node unavailable", extra={"node": node_id, "error": details})
-            return None
+            raise NodeFailed("was unavailable") from exc
         if code is grpc.StatusCode.DEADLINE_EXCEEDED:
             raise DeadlineExceeded(f"node {node_id} did not answer within the deadline") from exc
         self.ejector.succeeded(node_id)
