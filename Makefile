@@ -41,7 +41,7 @@ up: install
 	$(BIN)/tritonfleet up
 
 lint: install
-	$(BIN)/ruff check src tests models
+	$(BIN)/ruff check src tests models bench
 	$(BIN)/mypy
 
 # The suite, then every benchmark scenario for a few seconds: CI proves the harness works.

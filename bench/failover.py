@@ -36,8 +36,7 @@ from typing import Any
 import aiohttp
 
 from bench.fixture import LATENCY_BODY, LatencyModel, infer_path, latency_cluster, start
-from bench.load import scenario_main
-from bench.overhead import RESULTS
+from bench.scenario import RESULTS, scenario_main
 from tritonfleet.processes import ServiceProcess
 from tritonfleet.protocol import NodeView
 from tritonfleet.up import LocalCluster

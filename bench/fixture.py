@@ -13,25 +13,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.overhead import Target, service, wait_infer_ok
+from bench.overhead import Target, nginx, service, wait_infer_ok
 from tests.e2e.cluster import MODEL_DIRS, fleet_config
 from tritonfleet.net import free_port
-from tritonfleet.processes import die_with_parent
 from tritonfleet.up import LocalCluster, NodeSpec
 
 FIXTURE = MODEL_DIRS["latency"]
@@ -71,7 +65,7 @@ def write_model(repository: Path, model: LatencyModel) -> None:
 
 
 def latency_cluster(
-    tmp: Path, nodes: dict[str, Sequence[LatencyModel]], **sections: dict[str, Any]
+    tmp: Path, nodes: Mapping[str, Sequence[LatencyModel]], **sections: dict[str, Any]
 ) -> LocalCluster:
     """A cluster (payments off) whose nodes each serve their own copies of the fixture."""
     specs = []
@@ -122,62 +116,9 @@ def policy_gateway(fleet: LocalCluster, policy: str, model: str = "latency") -> 
         yield Target(policy, url, {"gateway": proc.pid})
 
 
-NGINX_BALANCER_CONF = """
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    upstream triton {{
-        {method}
-        {servers}
-        keepalive 64;
-    }}
-    server {{
-        listen {listen};
-        location / {{
-            proxy_pass http://triton;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}
-}}
-"""
-
-
-@contextlib.contextmanager
 def nginx_balancer(
     name: str, upstreams: Sequence[str], method: str, model: str = "latency"
-) -> Iterator[Target]:
+) -> contextlib.AbstractContextManager[Target]:
     """nginx (one worker, upstream keep-alive) balancing over Triton nodes with `method`
     (`least_conn;`, or "" for its weighted round robin); our child, stopped after."""
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    port = free_port()
-    servers = "\n        ".join(f"server {url.removeprefix('http://')};" for url in upstreams)
-    with tempfile.TemporaryDirectory(prefix="bench-nginx-") as tmp:
-        conf = Path(tmp) / "nginx.conf"
-        conf.write_text(
-            NGINX_BALANCER_CONF.format(tmp=tmp, method=method, servers=servers, listen=f"127.0.0.1:{port}")
-        )
-        argv = [binary, "-p", tmp, "-c", str(conf), "-e", f"{tmp}/error.log"]
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_serving(url, model, 20.0, proc)
-            yield Target(name, url, {"nginx": proc.pid}, python=False)
-        finally:
-            proc.terminate()  # nginx's fast shutdown; its worker shares its process group
-            try:
-                proc.wait(10.0)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+    return nginx(upstreams, method=method, name=name, ready_path=infer_path(model), ready_body=LATENCY_BODY)

@@ -23,18 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
-import platform
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import grpc
@@ -44,13 +39,13 @@ import tritonclient.grpc.aio as grpcclient
 import uvloop
 from tritonclient.utils import InferenceServerException
 
+from bench.scenario import RESULTS, scenario_main
 from tests.e2e.cluster import cluster
 from tritonfleet.gateway.grpc_channels import SERVICE
 from tritonfleet.net import free_port
 from tritonfleet.processes import ServiceProcess
 from tritonfleet.up import LocalCluster
 
-RESULTS = Path(__file__).resolve().parent / "results"
 # (name, concurrent tasks): two closed-loop latency loads, then saturation.
 LOADS = (("c1", 1), ("c4", 4), ("c16", 16))
 WARMUP_S = 1.0
@@ -190,19 +185,6 @@ def triton_grpc_address(fleet: LocalCluster) -> str:
     return str(node["triton_grpc_url"]).removeprefix("grpc://")
 
 
-def environment() -> dict[str, Any]:
-    import grpc
-    import tritonclient
-
-    return {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "grpcio": grpc.__version__,
-        "tritonclient": getattr(tritonclient, "__version__", "2.73.0"),
-        "kernel": platform.release(),
-    }
-
-
 def run(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
     fleet = cluster(tmp, {"node-1": ["simple"]}, payments={"enabled": False})
     stack.callback(fleet.stop)
@@ -224,8 +206,6 @@ def run(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> dic
     print()
     print(table(summary))
     return {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "environment": environment(),
         "settings": {
             "duration_s": args.duration_s,
             "warmup_s": WARMUP_S,
@@ -301,32 +281,16 @@ def serve_bare_proxy(port: int, upstream: str) -> None:
     uvloop.run(main())
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bare-proxy", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--duration-s", type=float, default=5.0, help="seconds of each measured run")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds over both targets (median shown)")
-    parser.add_argument("--output", type=Path, default=RESULTS / "grpc_overhead.json")
-    parser.add_argument("--bare-proxy", nargs=2, metavar=("PORT", "UPSTREAM"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.bare_proxy:
-        serve_bare_proxy(int(args.bare_proxy[0]), args.bare_proxy[1])
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--bare-proxy"]:
+        serve_bare_proxy(int(args[1]), args[2])
         return 0
-    # SIGINT explicitly too: a shell that starts us in the background leaves it ignored.
-    signal.signal(signal.SIGINT, _raise_interrupt)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-grpc-") as tmp, contextlib.ExitStack() as stack:
-            result = run(args, Path(tmp), stack)
-    except KeyboardInterrupt:
-        return 130
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwritten to {args.output}")
-    return 0
+    return scenario_main(__doc__ or "", RESULTS / "grpc_overhead.json", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

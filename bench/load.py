@@ -1,27 +1,19 @@
-"""wrk runs with the tail percentiles (p99.9, max) that scale-out and skew report, rounds that
-interleave the targets, and the main loop every latency scenario shares (signals, temp dir,
-stopping everything, writing the JSON)."""
+"""wrk runs with the tail percentiles (p99.9, max) that scale-out and skew report, and rounds
+that interleave the targets."""
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
 import os
-import shutil
-import signal
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.fixture import LATENCY_BODY
-from bench.overhead import WRK_SCRIPT, _raise_interrupt, environment, machine_busy_s, tree_busy_s
+from bench.overhead import WRK_SCRIPT, machine_busy_s, tree_busy_s
 from tritonfleet.processes import die_with_parent
 
 
@@ -112,52 +104,3 @@ def median_tail(runs: list[TailRun]) -> dict[str, Any]:
 
 def raw(runs: dict[str, list[TailRun]]) -> dict[str, list[dict[str, Any]]]:
     return {name: [asdict(r) for r in rs] for name, rs in runs.items()}
-
-
-def scenario_main(
-    doc: str,
-    default_output: Path,
-    add_arguments: Callable[[argparse.ArgumentParser], None],
-    run: Callable[[argparse.Namespace, Path, contextlib.ExitStack], dict[str, Any]],
-    argv: list[str] | None = None,
-) -> int:
-    """Parse the flags, run the scenario in a temp dir with everything it started stopped after
-    (on Ctrl-C and errors too), add when and where it ran, and write its JSON."""
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--duration-s", type=float, default=5.0, help="seconds of each wrk run")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds over every target (median shown)")
-    parser.add_argument("--smoke", action="store_true", help="a few seconds, to prove the harness works")
-    parser.add_argument("--output", type=Path, default=default_output)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    if args.smoke:
-        args.duration_s, args.rounds = 1.0, 1
-    has_nginx = shutil.which("nginx") is not None or Path("/usr/sbin/nginx").exists()
-    if shutil.which("wrk") is None or not has_nginx:
-        print("wrk and nginx are needed (apt-get install wrk nginx)", file=sys.stderr)
-        return 2
-    # SIGINT explicitly too: a shell that starts us in the background leaves it ignored.
-    signal.signal(signal.SIGINT, _raise_interrupt)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, contextlib.ExitStack() as stack:
-        try:
-            result = run(args, Path(tmp), stack)
-        except KeyboardInterrupt:
-            print("interrupted; stopping everything", file=sys.stderr)
-            return 130
-        finally:
-            # Ctrl-C again while stopping must not leave children behind.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    result = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "environment": environment(),
-        "wall_s": round(time.monotonic() - began, 1),
-        "smoke": args.smoke,
-        **result,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {args.output} ({result['wall_s']:.0f} s)")
-    return 0

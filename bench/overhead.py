@@ -28,7 +28,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -36,20 +35,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
 
+from bench.scenario import RESULTS, scenario_main
 from tests.e2e.cluster import cluster
 from tritonfleet.net import free_port
 from tritonfleet.processes import ServiceProcess, die_with_parent
 from tritonfleet.up import LocalCluster
 
-RESULTS = Path(__file__).resolve().parent / "results"
 INFER_PATH = "/v2/models/simple/infer"
 BODY = json.dumps(
     {
@@ -106,7 +104,8 @@ http {{
     client_max_body_size 64m;
     client_body_buffer_size 1m;
     upstream triton {{
-        server {upstream};
+        {method}
+        {servers}
         keepalive 64;
     }}
     server {{
@@ -149,10 +148,6 @@ class Target:
 
 
 # --- processes ---------------------------------------------------------------------------------
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 def wait_infer_ok(
@@ -226,18 +221,25 @@ def bare_proxy(upstream: str, log_dir: Path, stack: str = "aiohttp/aiohttp/uvloo
 
 
 @contextlib.contextmanager
-def nginx(upstream: str, workers: int) -> Iterator[Target]:
-    """nginx in the foreground as our child, proxying with upstream keep-alive; stopped after."""
+def nginx(
+    upstreams: Sequence[str],
+    workers: int = 1,
+    method: str = "",
+    name: str = "nginx",
+    ready_path: str = INFER_PATH,
+    ready_body: str | bytes = BODY,
+) -> Iterator[Target]:
+    """nginx in the foreground as our child, proxying with upstream keep-alive to the Triton
+    nodes with `method` (`least_conn;`, or "" for its weighted round robin); stopped after.
+    It is ready once an infer of `ready_path` through it answers 200."""
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     port = free_port()
+    servers = "\n        ".join(f"server {url.removeprefix('http://')};" for url in upstreams)
     with tempfile.TemporaryDirectory(prefix="bench-nginx-") as tmp:
         conf = Path(tmp) / "nginx.conf"
         conf.write_text(
             NGINX_CONF.format(
-                workers=workers,
-                tmp=tmp,
-                upstream=upstream.removeprefix("http://"),
-                listen=f"127.0.0.1:{port}",
+                workers=workers, tmp=tmp, method=method, servers=servers, listen=f"127.0.0.1:{port}"
             )
         )
         argv = [binary, "-p", tmp, "-c", str(conf), "-e", f"{tmp}/error.log"]
@@ -246,9 +248,9 @@ def nginx(upstream: str, workers: int) -> Iterator[Target]:
         )
         try:
             url = f"http://127.0.0.1:{port}"
-            wait_infer_ok(url, 20.0, proc)
+            wait_infer_ok(url, 20.0, proc, ready_path, ready_body)
             worker_pids = {f"worker-{i}": pid for i, pid in enumerate(children(proc.pid), start=1)}
-            yield Target("nginx", url, worker_pids, python=False)
+            yield Target(name, url, worker_pids, python=False)
         finally:
             # SIGTERM is nginx's fast shutdown; its workers share its process group.
             proc.terminate()
@@ -445,25 +447,6 @@ def profile(targets: list[Target], script: Path, duration_s: float, folder: Path
 # --- the whole run -----------------------------------------------------------------------------
 
 
-def environment() -> dict[str, Any]:
-    def version(argv: list[str]) -> str:
-        done = subprocess.run(argv, capture_output=True, text=True)
-        return (done.stdout + done.stderr).strip().splitlines()[0]
-
-    import aiohttp
-    import uvloop
-
-    return {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "aiohttp": aiohttp.__version__,
-        "uvloop": uvloop.__version__,
-        "nginx": version(["nginx", "-v"]),
-        "wrk": version(["wrk", "-v"]),
-        "kernel": platform.release(),
-    }
-
-
 def node_urls(fleet: LocalCluster) -> dict[str, str]:
     [node] = httpx.get(f"{fleet.health_url}/v1/nodes", timeout=5.0).json()["nodes"]
     return {"triton": node["triton_http_url"], "manager": node["manager_url"]}
@@ -496,7 +479,7 @@ def run(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> dic
         target = stack.enter_context(bare_proxy(urls["triton"], logs, other))
         targets[target.name] = target
     if "nginx" in wanted:
-        targets["nginx"] = stack.enter_context(nginx(urls["triton"], args.nginx_workers))
+        targets["nginx"] = stack.enter_context(nginx([urls["triton"]], args.nginx_workers))
     chosen = [target for name, target in targets.items() if name in wanted or name.startswith("bare ")]
 
     script = tmp / "infer.lua"
@@ -507,8 +490,6 @@ def run(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> dic
     print()
     print(table(summary))
     result: dict[str, Any] = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "environment": environment(),
         "settings": {
             "duration_s": args.duration_s,
             "rounds": args.rounds,
@@ -530,36 +511,15 @@ def run(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> dic
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration-s", type=float, default=5.0, help="seconds of each wrk run")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds over every target (median shown)")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(TARGETS)}")
     parser.add_argument("--nginx-workers", type=int, default=1, help="1: one core, as the gateway")
     parser.add_argument("--profile", action="store_true", help="also record py-spy profiles")
     parser.add_argument("--stacks", action="store_true", help=f"also bare proxies on {', '.join(STACKS[1:])}")
-    parser.add_argument("--output", type=Path, default=RESULTS / "overhead.json")
-    args = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
-        print("wrk is not installed (apt-get install wrk nginx)", file=sys.stderr)
-        return 2
-    # SIGINT explicitly too: a shell that starts us in the background leaves it ignored.
-    signal.signal(signal.SIGINT, _raise_interrupt)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp, contextlib.ExitStack() as stack:
-        try:
-            result = run(args, Path(tmp), stack)
-        except KeyboardInterrupt:
-            print("interrupted; stopping everything", file=sys.stderr)
-            return 130
-        finally:
-            # Ctrl-C again while stopping must not leave children behind.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {args.output}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return scenario_main(__doc__ or "", RESULTS / "overhead.json", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

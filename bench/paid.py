@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import signal
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,18 +27,16 @@ import httpx
 
 from bench.overhead import (
     BODY,
-    RESULTS,
     WRK_SCRIPT,
     Target,
-    _raise_interrupt,
     children,
-    environment,
     measure,
     service,
     summarize,
     table,
     wait_infer_ok,
 )
+from bench.scenario import RESULTS, scenario_main
 from tests.e2e.cluster import cluster, paid_sections
 from tests.postgres import postgres_schema
 from tritonfleet.devaccount import DEV_CREDIT, dev_user, ensure_dev_key
@@ -148,33 +143,21 @@ def run_ledger(kind: str, args: argparse.Namespace, tmp: Path, stack: contextlib
     return {"summary": summary, "paid_vs_unpaid": round(ratio, 3), "settlement": gas}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration-s", type=float, default=5.0)
-    parser.add_argument("--rounds", type=int, default=3)
+def run(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for kind in args.ledgers.split(","):
+        # Each ledger's cluster is stopped before the next one starts.
+        with contextlib.ExitStack() as ledger_stack:
+            result[kind] = run_ledger(kind, args, tmp, ledger_stack)
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ledgers", default="sqlite,postgresql")
-    parser.add_argument("--output", type=Path, default=RESULTS / "paid.json")
-    args = parser.parse_args(argv)
-    signal.signal(signal.SIGINT, _raise_interrupt)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    result: dict[str, Any] = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "environment": environment(),
-    }
-    try:
-        for kind in args.ledgers.split(","):
-            with (
-                tempfile.TemporaryDirectory(prefix=f"bench-paid-{kind}-") as tmp,
-                contextlib.ExitStack() as stack,
-            ):
-                result[kind] = run_ledger(kind, args, Path(tmp), stack)
-    except KeyboardInterrupt:
-        print("interrupted; stopping everything", file=sys.stderr)
-        return 130
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return scenario_main(__doc__ or "", RESULTS / "paid.json", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

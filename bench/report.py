@@ -605,6 +605,7 @@ def grpc_section(r: dict[str, Any], image: str) -> str:
 
 def environment_section(r: dict[str, Any]) -> str:
     rows = []
+    env: dict[str, Any]
     for name in (*SCENARIOS, "stacks"):
         if name not in r:
             rows.append([name, "not run", "", ""])

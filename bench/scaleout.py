@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.fixture import LatencyModel, infer_path, latency_cluster, start, triton_urls
-from bench.load import Load, interleaved, median_tail, raw, scenario_main, write_script
-from bench.overhead import RESULTS
+from bench.load import Load, interleaved, median_tail, raw, write_script
+from bench.scenario import RESULTS, scenario_main
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

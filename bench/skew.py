@@ -31,8 +31,9 @@ from bench.fixture import (
     start,
     triton_urls,
 )
-from bench.load import Load, interleaved, median_tail, raw, scenario_main, write_script
-from bench.overhead import RESULTS, Target
+from bench.load import Load, interleaved, median_tail, raw, write_script
+from bench.overhead import Target
+from bench.scenario import RESULTS, scenario_main
 
 POLICIES = ("round_robin", "least_outstanding", "p2c")
 
