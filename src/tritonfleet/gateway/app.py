@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 from dataclasses import asdict
 from functools import partial
 
@@ -20,6 +19,7 @@ from tritonfleet.gateway.errors import BadRequest, BodyTooLarge, GatewayError, e
 from tritonfleet.gateway.forwarding import Forwarder
 from tritonfleet.gateway.metrics import GatewayMetrics
 from tritonfleet.gateway.payments import PaidPath, Unauthorized
+from tritonfleet.gateway.request_ids import new_request_id
 from tritonfleet.metrics import render
 from tritonfleet.payments.errors import DuplicateReservation, InsufficientCredit
 from tritonfleet.protocol import NodeView
@@ -98,7 +98,7 @@ class Gateway:
 
     async def _routed(self, request: web.Request, route: str) -> web.StreamResponse:
         started = time.monotonic()
-        request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        request_id = request.headers.get("X-Request-ID") or new_request_id()
         model = request.match_info["model"]
         version = request.match_info.get("version")
         self.metrics.in_flight.inc()

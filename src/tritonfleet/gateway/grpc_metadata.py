@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
+
+from tritonfleet.gateway.request_ids import new_request_id
 
 REQUEST_ID = "x-request-id"
 NODE = "x-tritonfleet-node"
@@ -37,7 +38,7 @@ def read_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> Incomin
             authorization = value
         elif key not in _NOT_FORWARDED and not key.startswith((":", "grpc-")):
             forwarded.append((key, value))
-    request_id = request_id or uuid.uuid4().hex
+    request_id = request_id or new_request_id()
     forwarded.append((REQUEST_ID, request_id))
     return Incoming(request_id, authorization, tuple(forwarded))
 
