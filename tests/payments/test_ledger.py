@@ -107,6 +107,17 @@ def test_a_batch_takes_at_most_m_of_the_oldest_charges(ledger: Ledger, clock: Fa
     assert ledger.build_batch(max_charges=3) is None
 
 
+def test_a_batch_stops_before_the_account_one_settlement_cannot_pay(ledger: Ledger, clock: FakeClock) -> None:
+    accounts = ["alice", "bob", "alice", "carol", "bob", "dave"]
+    record_one_by_one(ledger, clock, [charge(f"r{i}", a) for i, a in enumerate(accounts)])
+    batch = ledger.build_batch(max_charges=10, max_accounts=2)
+    assert batch is not None and batch.batch_id == batch_id_for(["r0", "r1", "r2"])
+    rest = ledger.build_batch(max_charges=10, max_accounts=2)
+    assert rest is not None and rest.batch_id == batch_id_for(["r3", "r4"])
+    last = ledger.build_batch(max_charges=10, max_accounts=2)
+    assert last is not None and last.totals == (("dave", 1),)
+
+
 def test_a_batch_sums_its_charges_per_account(ledger: Ledger) -> None:
     ledger.record_committed([charge("a1", "alice", 2), charge("b1", "bob", 3), charge("a2", "alice", 5)])
     batch = ledger.build_batch(max_charges=10)

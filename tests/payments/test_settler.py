@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.payments.devnet import deployed_chain, depositor, new_anvil
+from tritonfleet.payments import settler as settler_module
 from tritonfleet.payments.chain import SignedTx
 from tritonfleet.payments.database import sqlite_url
 from tritonfleet.payments.devchain import DevChain
@@ -85,6 +86,19 @@ def test_committed_charges_settle_in_one_batch_and_leave_the_deposits(
     assert ledger.unsettled_by_account() == {}
 
 
+def test_a_backlog_of_more_accounts_than_one_settlement_pays_settles_in_one_round(
+    chain: DevChain, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settler_module, "MAX_BATCH_ACCOUNTS", 2)
+    users = [depositor(chain, 100) for _ in range(5)]
+    for user in users:
+        charge(ledger, user.address, 3)
+    assert Settler(ledger, chain, max_charges=1000).settle_pending() == 3
+    assert all(len(batch.totals) <= 2 for batch in ledger.settlements())
+    assert [chain.deposit_of(user.address) for user in users] == [97] * 5
+    assert ledger.unsettled_by_account() == {}
+
+
 def test_one_transaction_per_inference_when_batches_hold_one_charge(chain: DevChain, ledger: Ledger) -> None:
     alice = depositor(chain, 100)
     charge(ledger, alice.address, 1, 1, 1)
@@ -134,6 +148,20 @@ def test_a_crash_before_broadcasting_resends_the_recorded_transaction(
     assert Settler(ledger, chain, max_charges=1000).settle_pending() == 1
     assert chain.deposit_of(alice.address) == 94
     assert len([e for e in chain.settled_events() if e.batch_id == recorded.batch_id]) == 1
+
+
+def test_a_building_batch_the_vault_settled_already_is_confirmed_without_a_second_settlement(
+    chain: DevChain, ledger: Ledger
+) -> None:
+    alice = depositor(chain, 100)
+    charge(ledger, alice.address, 5)
+    batch = ledger.build_batch(1000)
+    assert batch is not None and batch.state is BatchState.BUILDING
+    chain.settle(batch.batch_id, [alice.address], [Credit(5)])  # however it got there
+    assert Settler(ledger, chain, max_charges=1000).settle_pending() == 1
+    assert chain.deposit_of(alice.address) == 95, "charged once, not twice"
+    assert ledger.settlements()[0].state is BatchState.CONFIRMED
+    assert ledger.unsettled_by_account() == {}
 
 
 def test_a_nonce_taken_by_the_faucet_is_signed_again_with_a_fresh_one(

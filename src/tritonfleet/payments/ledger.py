@@ -166,8 +166,9 @@ class Ledger:
 
     # Settlement
 
-    def build_batch(self, max_charges: int) -> Batch | None:
-        """Move up to `max_charges` of the oldest committed charges into a new batch.
+    def build_batch(self, max_charges: int, max_accounts: int | None = None) -> Batch | None:
+        """Move up to `max_charges` of the oldest committed charges, of at most `max_accounts`
+        accounts (what one settle transaction can pay out), into a new batch.
 
         The batch id is a hash of the batch's request ids (`batch_id_for`), so the same charges
         always make the same batch, on the chain too. None when nothing is committed.
@@ -184,6 +185,8 @@ class Ledger:
             rows = connection.execute(query).all()
             if not rows:
                 return None
+            if max_accounts is not None:
+                rows = rows[: _leading_within([row.account for row in rows], max_accounts)]
             request_ids = [row.request_id for row in rows]
             batch_id = batch_id_for(request_ids)
             self._open_batch(connection, batch_id)
@@ -378,6 +381,16 @@ _CHARGE_COLUMNS = (
     "created_at_s",
     "updated_at_s",
 )
+
+
+def _leading_within(accounts: Sequence[str], max_accounts: int) -> int:
+    """How many of the leading `accounts` hold at most `max_accounts` distinct ones."""
+    seen: set[str] = set()
+    for taken, account in enumerate(accounts):
+        seen.add(account)
+        if len(seen) > max_accounts:
+            return taken
+    return len(accounts)
 
 
 @functools.lru_cache(maxsize=64)

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 
 from tritonfleet.payments.chain import (
+    MAX_BATCH_ACCOUNTS,
     NONCE_ATTEMPTS,
     BatchAlreadySettled,
     Chain,
@@ -62,9 +63,9 @@ class Settler:
         try:
             for unfinished in self.ledger.unfinished_batches():
                 confirmed += self._finish(unfinished)
-            while (batch := self.ledger.build_batch(self.max_charges)) is not None:
+            while (batch := self.ledger.build_batch(self.max_charges, MAX_BATCH_ACCOUNTS)) is not None:
                 confirmed += self._finish(batch)
-                if batch.charge_count < self.max_charges:
+                if batch.charge_count < self.max_charges and len(batch.totals) < MAX_BATCH_ACCOUNTS:
                     # That was all of the backlog; charges committed since wait for the next
                     # round, or under load every round would chase them in small batches.
                     break
@@ -82,8 +83,13 @@ class Settler:
             stop.wait(interval_s)
 
     def _finish(self, batch: Batch) -> int:
-        """Settle one batch, whatever state a crash left it in; 1 when it is confirmed."""
-        if self.chain.is_settled(batch.batch_id):
+        """Settle one batch, whatever state a crash left it in; 1 when it is confirmed.
+
+        Only a batch recorded as sent can be settled already: a batch still building was never
+        broadcast (`_send` records before it broadcasts), and should the chain know its id all
+        the same, signing it fails its gas estimate and `_send` answers None.
+        """
+        if batch.state is BatchState.SENT and self.chain.is_settled(batch.batch_id):
             return self._confirmed(batch)
         if batch.state is BatchState.SENT and batch.tx_hash is not None:
             receipt = self.chain.receipt_of(batch.tx_hash)
