@@ -4,7 +4,7 @@
 
 For each ledger, one cluster with payments on (chain, token manager, settler, one Triton node
 serving `simple`) and two gateways in front of the same node: the cluster's own, charging every
-request to a funded key, and a second with payments off. wrk drives both with the same body
+request to a funded key, and a second with payments off. wrk drives both with the same requests
 (bench.overhead's harness: saturation and low-concurrency latency, targets interleaved per
 round). Every successful paid request is one durable charge, so the paid gateway's requests per
 second at saturation are its charges recorded per second. After the runs the settler settles
@@ -110,7 +110,10 @@ def settlement_gas(fleet: LocalCluster) -> dict[str, Any]:
 def run_ledger(kind: str, args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
     ledger_url = stack.enter_context(postgres_schema()) if kind == "postgresql" else ""
     folder = tmp / kind
-    fleet = cluster(folder, {"node-1": ["simple"]}, **paid_sections(folder, ledger_url))
+    sections = paid_sections(folder, ledger_url)
+    # The settler at its default pace, as `make up` runs it (the tests settle every second).
+    del sections["payments"]["settle_interval_s"]
+    fleet = cluster(folder, {"node-1": ["simple"]}, **sections)
     stack.callback(fleet.stop)
     print(f"[{kind}] starting a paid cluster ...", flush=True)
     fleet.start()
@@ -119,17 +122,17 @@ def run_ledger(kind: str, args: argparse.Namespace, tmp: Path, stack: contextlib
     # The gateway's charge writer process is part of the paid path: its CPU counts too.
     (writer,) = children(fleet.gateway.pid)
     paid = Target("paid", fleet.gateway_url, {"gateway": fleet.gateway.pid, "charge_writer": writer})
-    plain_script, paid_script = folder / "infer.lua", folder / "infer-paid.lua"
-    plain_script.write_text(WRK_SCRIPT % BODY)
-    paid_script.write_text(
+    # One script for both, the key included: the unpaid gateway passes the header on to Triton,
+    # which ignores it, so both get the same requests, in interleaved rounds.
+    script = folder / "infer.lua"
+    script.write_text(
         WRK_SCRIPT.replace(
             'wrk.headers["Content-Type"]',
             f'wrk.headers["Authorization"] = "Bearer {key}"\nwrk.headers["Content-Type"]',
         )
         % BODY
     )
-    runs = measure([unpaid], plain_script, args.duration_s, args.rounds)
-    runs |= measure([paid], paid_script, args.duration_s, args.rounds)
+    runs = measure([unpaid, paid], script, args.duration_s, args.rounds)
     summary = summarize(runs)
     ratio = summary["paid"]["saturation"]["rps"] / summary["unpaid"]["saturation"]["rps"]
     print(table(summary))
