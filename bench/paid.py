@@ -30,6 +30,7 @@ from bench.overhead import (
     WRK_SCRIPT,
     Target,
     children,
+    cpu_s,
     measure,
     service,
     summarize,
@@ -132,6 +133,8 @@ def run_ledger(kind: str, args: argparse.Namespace, tmp: Path, stack: contextlib
         )
         % BODY
     )
+    assert fleet.settler is not None
+    settler_cpu_s = cpu_s([fleet.settler.pid])
     runs = measure([unpaid, paid], script, args.duration_s, args.rounds)
     summary = summarize(runs)
     ratio = summary["paid"]["saturation"]["rps"] / summary["unpaid"]["saturation"]["rps"]
@@ -142,6 +145,10 @@ def run_ledger(kind: str, args: argparse.Namespace, tmp: Path, stack: contextlib
         flush=True,
     )
     gas = settlement_gas(fleet)
+    # The settler runs beside the gateways at its own pace: what settling the run's charges cost.
+    settler_cpu_s = cpu_s([fleet.settler.pid]) - settler_cpu_s
+    if gas["charges"]:
+        gas["settler_cpu_us_per_charge"] = round(settler_cpu_s / gas["charges"] * 1e6, 1)
     print(f"[{kind}] settlement: {gas}", flush=True)
     return {"summary": summary, "paid_vs_unpaid": round(ratio, 3), "settlement": gas}
 

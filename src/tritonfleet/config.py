@@ -162,8 +162,8 @@ class PaymentsConfig(Section):
     default_price: int = 1
     settlement: Settlement = Settlement.BATCH
     settle_interval_s: float = 10.0
-    # A batch pays at most 1000 accounts (the vault's bound) whatever this says; its gas grows
-    # with the accounts, not the charges, so more charges a batch cost less gas each.
+    # A batch pays at most 1000 accounts (the vault's bound) whatever this says. Its gas grows
+    # with its accounts, not its charges: the more charges a batch holds, the less gas each.
     settle_max_charges: int = 5000
     confirmations: int = 1
     # Token manager (API keys, balances, prices, usage, dev faucet).

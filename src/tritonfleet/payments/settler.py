@@ -66,8 +66,9 @@ class Settler:
             while (batch := self.ledger.build_batch(self.max_charges, MAX_BATCH_ACCOUNTS)) is not None:
                 confirmed += self._finish(batch)
                 if batch.charge_count < self.max_charges and len(batch.totals) < MAX_BATCH_ACCOUNTS:
-                    # That was all of the backlog; charges committed since wait for the next
-                    # round, or under load every round would chase them in small batches.
+                    # Short of both bounds, it took all of the backlog; charges committed since
+                    # wait for the next round, or under load every round would chase them in
+                    # small batches.
                     break
         except ChainUnavailable as exc:
             log.warning("chain unreachable; settlement waits", extra={"error": str(exc)})
