@@ -182,3 +182,40 @@ def test_a_stream_ends_resource_exhausted_when_credit_runs_out(
     assert end.status() == "StatusCode.RESOURCE_EXHAUSTED" and "insufficient credit" in end.message()
     with ledger(fleet) as book:
         assert sum(charge.amount for charge in book.usage(user.address)) == 2 * PRICES["countdown"]
+
+
+def test_grpc_charges_are_kept_per_api_key(
+    fleet: LocalCluster,
+    stub: service_pb2_grpc.GRPCInferenceServiceStub,
+    gateway: grpcclient.InferenceServerClient,
+) -> None:
+    user, key = funded_user(fleet, credit=10)
+    stub.ModelInfer(simple_request(), metadata=tuple(bearer(key).items()))
+    with Stream(gateway, key) as stream:
+        gateway.async_stream_infer("countdown", countdown_inputs(1))
+        stream.take(1)
+    headers = {"Authorization": f"Bearer {key}"}
+    (listed,) = httpx.get(f"{fleet.token_manager_url}/v1/keys", headers=headers).json()["keys"]
+    usage = httpx.get(
+        f"{fleet.token_manager_url}/v1/usage", params={"key_id": listed["key_id"]}, headers=headers
+    ).json()
+    assert sorted(charge["model"] for charge in usage["charges"]) == ["countdown", "simple"]
+    with ledger(fleet) as book:
+        assert {charge.key_id for charge in book.usage(user.address)} == {listed["key_id"]}
+
+
+def test_a_stream_request_is_charged_before_its_first_output_is_relayed(
+    fleet: LocalCluster, stub: service_pb2_grpc.GRPCInferenceServiceStub
+) -> None:
+    user, key = funded_user(fleet, credit=10)
+    request = service_pb2.ModelInferRequest(model_name="countdown")
+    for name, value in (("N", 2), ("INTERVAL_MS", 5000)):
+        request.inputs.add(name=name, datatype="INT32", shape=[1])
+        request.raw_input_contents.append(np.array([value], dtype=np.int32).tobytes())
+    call = stub.ModelStreamInfer(iter([request]), metadata=tuple(bearer(key).items()))
+    first = next(call)
+    assert not first.error_message and list(first.infer_response.raw_output_contents)
+    # The client has its first output and goes away before the request completes.
+    call.cancel()
+    with ledger(fleet) as book:
+        assert [charge.amount for charge in book.usage(user.address)] == [PRICES["countdown"]]
