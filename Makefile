@@ -11,7 +11,7 @@ BENCH_TOOLS := $(VENV)/.bench-tools
 .PHONY: install up test lint clean bench bench-smoke
 
 install: $(STAMP) models/digits/1/weights.npz $(TINY_SD) node_modules/.bin/anvil $(CHROMIUM_STAMP)
-	$(BIN)/python -m tritonfleet.payments.contracts
+	$(BIN)/python -m tritonfleet.payments.chain.contracts
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

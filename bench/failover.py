@@ -39,7 +39,7 @@ from bench.fixture import LATENCY_BODY, LatencyModel, infer_path, latency_cluste
 from bench.scenario import RESULTS, scenario_main
 from tritonfleet.processes import ServiceProcess
 from tritonfleet.protocol import NodeView
-from tritonfleet.up import LocalCluster
+from tritonfleet.up.cluster import LocalCluster
 
 NODE_HEADER = "X-Tritonfleet-Node"
 VICTIM = "node-2"

@@ -26,7 +26,7 @@ import httpx
 from bench.overhead import Target, nginx, service, wait_infer_ok
 from tests.e2e.cluster import MODEL_DIRS, fleet_config
 from tritonfleet.net import free_port
-from tritonfleet.up import LocalCluster, NodeSpec
+from tritonfleet.up.cluster import LocalCluster, NodeSpec
 
 FIXTURE = MODEL_DIRS["latency"]
 LATENCY_BODY = json.dumps(

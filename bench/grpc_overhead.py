@@ -41,10 +41,10 @@ from tritonclient.utils import InferenceServerException
 
 from bench.scenario import RESULTS, scenario_main
 from tests.e2e.cluster import cluster
-from tritonfleet.gateway.grpc_channels import SERVICE
+from tritonfleet.gateway.grpc.channels import SERVICE
 from tritonfleet.net import free_port
 from tritonfleet.processes import ServiceProcess
-from tritonfleet.up import LocalCluster
+from tritonfleet.up.cluster import LocalCluster
 
 # (name, concurrent tasks): two closed-loop latency loads, then saturation.
 LOADS = (("c1", 1), ("c4", 4), ("c16", 16))

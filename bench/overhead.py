@@ -46,7 +46,7 @@ from bench.scenario import RESULTS, scenario_main
 from tests.e2e.cluster import cluster
 from tritonfleet.net import free_port
 from tritonfleet.processes import ServiceProcess, die_with_parent
-from tritonfleet.up import LocalCluster
+from tritonfleet.up.cluster import LocalCluster
 
 INFER_PATH = "/v2/models/simple/infer"
 BODY = json.dumps(

@@ -40,12 +40,12 @@ from bench.overhead import (
 from bench.scenario import RESULTS, scenario_main
 from tests.e2e.cluster import cluster, paid_sections
 from tests.postgres import postgres_schema
-from tritonfleet.devaccount import DEV_CREDIT, dev_user, ensure_dev_key
 from tritonfleet.net import free_port
-from tritonfleet.payments.chain import connect
-from tritonfleet.payments.ledger import Ledger
-from tritonfleet.payments.states import BatchState
-from tritonfleet.up import LocalCluster
+from tritonfleet.payments.chain.client import connect
+from tritonfleet.payments.ledger.states import BatchState
+from tritonfleet.payments.ledger.store import Ledger
+from tritonfleet.up.cluster import LocalCluster
+from tritonfleet.up.devaccount import DEV_CREDIT, dev_user, ensure_dev_key
 
 # Enough credit for every paid request of a long run at a few thousand per second.
 CREDIT = 5_000_000
@@ -113,7 +113,7 @@ def run_ledger(kind: str, args: argparse.Namespace, tmp: Path, stack: contextlib
     folder = tmp / kind
     sections = paid_sections(folder, ledger_url)
     # The settler at its default pace, as `make up` runs it (the tests settle every second).
-    del sections["payments"]["settle_interval_s"]
+    del sections["settler"]
     fleet = cluster(folder, {"node-1": ["simple"]}, **sections)
     stack.callback(fleet.stop)
     print(f"[{kind}] starting a paid cluster ...", flush=True)

@@ -22,7 +22,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from tritonfleet.config import PaymentsConfig
+from tritonfleet.config import SettlerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ("overhead", "scaleout", "skew", "failover", "paid", "grpc_overhead")
@@ -30,7 +30,7 @@ SCENARIOS = ("overhead", "scaleout", "skew", "failover", "paid", "grpc_overhead"
 INTRINSIC_TX_GAS = 21_000
 NONE = "\u2013"  # an en dash, for figures not measured
 # The settler's defaults, which bench/paid.py runs it with.
-PAYMENTS = PaymentsConfig()
+SETTLER = SettlerConfig()
 
 
 @dataclass(frozen=True)
@@ -564,7 +564,7 @@ def paid_section(r: dict[str, Any], image: str) -> str:
             "harness drives both. The paying gateway hands its charges to a writer process of its "
             "own, which group-commits them; the paid CPU per request counts both processes. "
             "The settler runs beside them at its default pace (every "
-            f"{PAYMENTS.settle_interval_s:g} s, or sooner once {PAYMENTS.settle_max_charges} "
+            f"{SETTLER.interval_s:g} s, or sooner once {SETTLER.max_charges} "
             "charges wait), on the same cores; its CPU per settled charge is shown apart. "
             "Every paid answer is one durable charge, so paid req/s are the "
             "charges recorded per second. After the load the settler settles everything; gas per "

@@ -19,39 +19,47 @@ from pydantic import BaseModel
 from tritonfleet.config import ConfigError, FleetConfig, load_config, parse_value
 from tritonfleet.logs import setup_logging
 
-# command → (config sections it reads, "module:function" that runs it)
+# command → (config sections it reads, its own first; "module:function" that runs it; help)
 COMMANDS: dict[str, tuple[tuple[str, ...], str, str]] = {
-    "health-checker": (("health",), "tritonfleet.health.service:serve", "Run the node registry."),
-    "scheduler": (("scheduler",), "tritonfleet.scheduler.service:serve", "Run the scheduler service."),
-    "gateway": (("gateway", "scheduler"), "tritonfleet.gateway.server:serve", "Run the gateway."),
-    "node": (("node",), "tritonfleet.node.manager:serve", "Run a node manager and its Triton."),
+    "health-checker": (("health",), "tritonfleet.health.command:serve", "Run the node registry."),
+    "scheduler": (
+        ("scheduler", "health"),
+        "tritonfleet.scheduler.command:serve",
+        "Run the scheduler service.",
+    ),
+    "gateway": (
+        ("gateway", "scheduler", "health", "payments", "token_manager", "chain"),
+        "tritonfleet.gateway.command:serve",
+        "Run the gateway.",
+    ),
+    "node": (("node", "health"), "tritonfleet.node.command:serve", "Run a node manager and its Triton."),
     "up": (
-        ("gateway", "scheduler", "health", "node"),
-        "tritonfleet.up:serve",
+        ("gateway", "scheduler", "health", "node", "payments", "token_manager", "settler", "chain", "web"),
+        "tritonfleet.up.command:serve",
         "Run a whole local cluster.",
     ),
-    "status": ((), "tritonfleet.status:serve", "Print the table of nodes."),
+    "status": ((), "tritonfleet.health.status:serve", "Print the table of nodes."),
     "token-manager": (
-        ("payments", "chain"),
-        "tritonfleet.payments.token_manager:serve",
+        ("token_manager", "payments", "chain"),
+        "tritonfleet.token_manager.command:serve",
         "Run the token manager: API keys, balances, prices, usage, dev faucet.",
     ),
     "settler": (
-        ("payments", "chain"),
-        "tritonfleet.payments.settle_service:serve",
+        ("settler", "payments", "chain"),
+        "tritonfleet.settler.command:serve",
         "Settle charges on chain.",
     ),
     "reconcile": (
         ("payments", "chain"),
-        "tritonfleet.payments.reconcile:serve",
+        "tritonfleet.settler.command:reconcile",
         "Compare the ledger with the chain; exit 1 on any mismatch.",
     ),
     "chain": (
         ("chain",),
-        "tritonfleet.payments.devchain:serve",
+        "tritonfleet.payments.chain.command:serve",
         "Run a local Ethereum node with the contracts.",
     ),
-    "web": (("web",), "tritonfleet.web.app:serve", "Run the web frontend."),
+    "web": (("web",), "tritonfleet.web.command:serve", "Run the web frontend."),
 }
 
 

@@ -20,6 +20,18 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 DEFAULT_CONFIG_FILE = Path("fleet.toml")
 ENV_PREFIX = "TRITONFLEET_"
 
+# Keys that have moved to another section: an old config names them, and is told where to.
+MOVED_KEYS = {
+    "payments.host": "token_manager.host",
+    "payments.port": "token_manager.port",
+    "payments.challenge_ttl_s": "token_manager.challenge_ttl_s",
+    "payments.gateway_url": "token_manager.gateway_url",
+    "payments.settlement": "settler.settlement",
+    "payments.settle_interval_s": "settler.interval_s",
+    "payments.settle_max_charges": "settler.max_charges",
+    "payments.confirmations": "chain.confirmations",
+}
+
 
 class ConfigError(Exception):
     """The configuration is invalid or incomplete; the message says which key and why."""
@@ -109,6 +121,10 @@ class GatewayConfig(Section):
     eject_max_s: float = 30.0
     # Seconds advised in Retry-After when no node serves the model.
     retry_after_s: int = 1
+    # Longest wait for one node's answer to a cluster-wide question (index, statistics, metadata).
+    fan_out_timeout_s: float = 5.0
+    # On shutdown, how long requests and streams in flight may take to finish before they are cancelled.
+    shutdown_grace_s: float = 10.0
 
 
 class NodeConfig(Section):
@@ -152,6 +168,9 @@ class Settlement(StrEnum):
 
 
 class PaymentsConfig(Section):
+    """Pay per inference at the gateway; the ledger it charges is shared with the token manager
+    and the settler."""
+
     # Every inference through the gateway is charged; false turns the whole paid path off.
     enabled: bool = True
     # SQLAlchemy URL of the usage ledger; empty means SQLite under the state directory.
@@ -160,18 +179,27 @@ class PaymentsConfig(Section):
     prices: dict[str, int] = {"simple": 1, "digits": 2, "stable_diffusion": 50}
     # Price of a model that `prices` does not name.
     default_price: int = 1
-    settlement: Settlement = Settlement.BATCH
-    settle_interval_s: float = 10.0
-    # A batch pays at most 1000 accounts (the vault's bound) whatever this says. Its gas grows
-    # with its accounts, not its charges: the more charges a batch holds, the less gas each.
-    settle_max_charges: int = 5000
-    confirmations: int = 1
-    # Token manager (API keys, balances, prices, usage, dev faucet).
+    # How often the gateway reloads API keys and credit from the ledger and the chain.
+    refresh_s: float = 1.0
+
+
+class TokenManagerConfig(Section):
+    """API keys for addresses that sign in, balances, prices, usage, the dev faucet."""
+
     host: str = "127.0.0.1"
     port: int = 8083
     challenge_ttl_s: float = 300.0
     # The gateway holding reservations in flight, which balances subtract; empty: none.
     gateway_url: str = "http://127.0.0.1:8080"
+
+
+class SettlerConfig(Section):
+    settlement: Settlement = Settlement.BATCH
+    # Settle every interval_s, or sooner once max_charges wait.
+    interval_s: float = 10.0
+    # A batch pays at most 1000 accounts (the vault's bound) whatever this says. Its gas grows
+    # with its accounts, not its charges: the more charges a batch holds, the less gas each.
+    max_charges: int = 5000
 
 
 class ChainConfig(Section):
@@ -191,6 +219,8 @@ class ChainConfig(Section):
     # Deploy-time delay between a withdrawal request and the withdrawal.
     withdrawal_delay_s: int = 3600
     receipt_timeout_s: float = 120.0
+    # Blocks that must include a transaction (a settlement, a faucet deposit) before it counts.
+    confirmations: int = 1
 
 
 class WebConfig(Section):
@@ -218,6 +248,8 @@ class FleetConfig(BaseModel):
     gateway: GatewayConfig = GatewayConfig()
     node: NodeConfig = NodeConfig()
     payments: PaymentsConfig = PaymentsConfig()
+    token_manager: TokenManagerConfig = TokenManagerConfig()
+    settler: SettlerConfig = SettlerConfig()
     chain: ChainConfig = ChainConfig()
     web: WebConfig = WebConfig()
 
@@ -236,6 +268,8 @@ def load_config(
                 data = tomllib.load(fh)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {file}: {exc}") from exc
+    _refuse_moved_keys(data, f"config file {file}")
+    _refuse_moved_keys(_moved_in_env(env), "environment")
     for section, values in _from_env(env).items():
         data.setdefault(section, {}).update(values)
     for section, given in (overrides or {}).items():
@@ -246,16 +280,46 @@ def load_config(
         raise ConfigError(_describe(exc)) from exc
 
 
+def _refuse_moved_keys(data: Mapping[str, Any], source: str) -> None:
+    for section, values in data.items():
+        for key in values if isinstance(values, Mapping) else ():
+            moved_to = MOVED_KEYS.get(f"{section}.{key}")
+            if moved_to is not None:
+                new_section, _, new_key = moved_to.partition(".")
+                raise ConfigError(
+                    f"{section}.{key} ({source}) has moved: set {new_key} in [{new_section}] "
+                    f"(TRITONFLEET_{moved_to.replace('.', '_').upper()}) instead"
+                )
+
+
+def _moved_in_env(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    found: dict[str, dict[str, str]] = {}
+    for old in MOVED_KEYS:
+        name = ENV_PREFIX + old.replace(".", "_").upper()
+        if name in env:
+            section, _, key = old.partition(".")
+            found.setdefault(section, {})[key] = env[name]
+    return found
+
+
+def _section_and_key(name: str) -> tuple[str, str] | None:
+    """`token_manager_port` → ("token_manager", "port"): section names may hold underscores."""
+    for section in sorted(FleetConfig.model_fields, key=len, reverse=True):
+        if name.startswith(section + "_"):
+            return section, name[len(section) + 1 :]
+    return None
+
+
 def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     sections = FleetConfig.model_fields
     found: dict[str, dict[str, Any]] = {}
     for name, raw in env.items():
         if not name.startswith(ENV_PREFIX):
             continue
-        rest = name[len(ENV_PREFIX) :].lower()
-        section, _, key = rest.partition("_")
-        if section not in sections:
+        parsed = _section_and_key(name[len(ENV_PREFIX) :].lower())
+        if parsed is None:
             continue
+        section, key = parsed
         model = sections[section].annotation
         assert isinstance(model, type) and issubclass(model, Section)
         if key in model.model_fields:

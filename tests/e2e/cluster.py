@@ -8,7 +8,7 @@ from typing import Any
 
 from tritonfleet.config import FleetConfig, load_config
 from tritonfleet.net import free_port
-from tritonfleet.up import LocalCluster, NodeSpec
+from tritonfleet.up.cluster import LocalCluster, NodeSpec
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 MODEL_DIRS = {
@@ -44,9 +44,9 @@ def paid_sections(tmp_path: Path, ledger_url: str = "") -> dict[str, dict[str, A
         "payments": {
             "enabled": True,
             "ledger_url": ledger_url or f"sqlite:///{tmp_path / 'ledger.sqlite'}",
-            "port": token_manager_port,
-            "settle_interval_s": 1.0,
         },
+        "token_manager": {"port": token_manager_port},
+        "settler": {"interval_s": 1.0},
         "chain": {
             "port": chain_port,
             "rpc_url": f"http://127.0.0.1:{chain_port}",

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.e2e.cluster import cluster, simple_body
-from tritonfleet.up import LocalCluster
+from tritonfleet.up.cluster import LocalCluster
 
 SIMPLE = simple_body(2)
 

@@ -15,7 +15,7 @@ import tritonclient.http as httpclient
 from sklearn.datasets import load_digits
 
 from tests.e2e.cluster import cluster, simple_body
-from tritonfleet.up import LocalCluster
+from tritonfleet.up.cluster import LocalCluster
 
 NODE_HEADER = "X-Tritonfleet-Node"
 

@@ -19,7 +19,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.e2e.cluster import cluster
-from tritonfleet.up import LocalCluster
+from tritonfleet.up.cluster import LocalCluster
 
 MAX_MESSAGE_BYTES = 1024 * 1024
 NODE = "x-tritonfleet-node"

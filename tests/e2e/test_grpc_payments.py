@@ -17,7 +17,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.e2e.cluster import cluster, paid_sections, simple_body
 from tests.e2e.test_payments import funded_user, gateway_credit, ledger
-from tritonfleet.up import LocalCluster
+from tritonfleet.up.cluster import LocalCluster
 
 PRICES = {"simple": 1, "countdown": 2}
 

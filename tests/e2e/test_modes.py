@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.cluster import cluster, simple_body
-from tritonfleet.up import LocalCluster
+from tritonfleet.up.cluster import LocalCluster
 
 SIMPLE = simple_body(5)
 

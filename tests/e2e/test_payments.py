@@ -19,10 +19,10 @@ from eth_account.signers.local import LocalAccount
 from tests.e2e.cluster import cluster, paid_sections, simple_body
 from tests.postgres import postgres_schema
 from tritonfleet.config import to_env
-from tritonfleet.payments.chain import Chain, connect
-from tritonfleet.payments.ledger import Ledger
-from tritonfleet.payments.states import BatchState
-from tritonfleet.up import LocalCluster
+from tritonfleet.payments.chain.client import Chain, connect
+from tritonfleet.payments.ledger.states import BatchState
+from tritonfleet.payments.ledger.store import Ledger
+from tritonfleet.up.cluster import LocalCluster
 
 PRICE = 1  # `simple`'s price in the default config
 

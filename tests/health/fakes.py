@@ -11,9 +11,9 @@ import httpx
 
 from tests.fakes import FakeClock
 from tritonfleet.config import FleetConfig
+from tritonfleet.health.command import create_app
 from tritonfleet.health.prober import Prober
 from tritonfleet.health.records import ProbeTarget
-from tritonfleet.health.service import create_app
 from tritonfleet.protocol import Heartbeat
 
 TOKEN = "cluster-s3cret"

@@ -1,73 +1,174 @@
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-from .fakes import AUTH, beat_json, running
+import httpx
+import pytest
+import uvicorn
 
-
-async def test_a_watch_without_since_answers_at_once() -> None:
-    async with running() as h:
-        response = await h.client.get("/v1/nodes/watch", params={"timeout_s": 10})
-    assert response.json() == {"version": 0, "nodes": []}
-
-
-async def test_a_watcher_behind_the_registry_is_answered_at_once() -> None:
-    async with running() as h:
-        await h.client.post("/v1/nodes/register", json=beat_json("n1"), headers=AUTH)
-        response = await h.client.get("/v1/nodes/watch", params={"since": 0, "timeout_s": 10})
-    assert response.json()["version"] == 1
+from tests.scheduler.fakes import FakeHealthChecker, FakeNetwork, node
+from tritonfleet.health.watch import Answer, NodeWatcher, merge
+from tritonfleet.net import free_port, http_url
+from tritonfleet.protocol import NodeView
 
 
-async def test_a_watcher_ahead_of_the_registry_is_answered_at_once_to_resync_after_a_restart() -> None:
-    async with running() as h:
-        response = await h.client.get("/v1/nodes/watch", params={"since": 57, "timeout_s": 10})
-    assert response.json()["version"] == 0
+def ids(nodes: list[NodeView]) -> list[str]:
+    return [n.node_id for n in nodes]
 
 
-async def test_a_current_watcher_waits_and_is_answered_on_the_next_change() -> None:
-    async with running() as h:
-        watch = asyncio.create_task(h.client.get("/v1/nodes/watch", params={"since": 0, "timeout_s": 10}))
-        await asyncio.sleep(0.05)
-        assert not watch.done()
-        await h.client.post("/v1/nodes/register", json=beat_json("n1"), headers=AUTH)
-        response = await asyncio.wait_for(watch, timeout=1)
-    assert response.json()["version"] == 1
-    assert [n["node_id"] for n in response.json()["nodes"]] == ["n1"]
+def has(*node_ids: str) -> Callable[[list[NodeView]], bool]:
+    return lambda nodes: ids(nodes) == sorted(node_ids)
 
 
-async def test_a_watch_without_change_answers_the_same_version_at_its_timeout() -> None:
-    async with running() as h:
-        response = await h.client.get("/v1/nodes/watch", params={"since": 0, "timeout_s": 0.05})
-    assert response.json() == {"version": 0, "nodes": []}
+@contextlib.asynccontextmanager
+async def watching(network: FakeNetwork, *hosts: str, **options: Any) -> AsyncIterator[NodeWatcher]:
+    async with httpx.AsyncClient(transport=network) as client:
+        watcher = NodeWatcher([f"http://{host}" for host in hosts], client, **options)
+        await watcher.start()
+        try:
+            yield watcher
+        finally:
+            await watcher.aclose()
 
 
-async def test_the_watch_timeout_is_capped_by_the_configured_maximum() -> None:
-    async with running(watch_timeout_s=0.05) as h:
-        response = await asyncio.wait_for(
-            h.client.get("/v1/nodes/watch", params={"since": 0, "timeout_s": 600}), timeout=2
-        )
-    assert response.status_code == 200
+async def test_the_watcher_lists_the_nodes_then_follows_changes() -> None:
+    checker = FakeHealthChecker([node("a", "m")])
+    seen: list[list[str]] = []
+    network = FakeNetwork({"h1": checker.app})
+    async with httpx.AsyncClient(transport=network) as client:
+        watcher = NodeWatcher(["http://h1/"], client, on_change=lambda nodes: seen.append(ids(nodes)))
+        await watcher.start()
+        assert await watcher.wait_for(has("a"), 1.0)
+        checker.set_nodes([node("a", "m"), node("b", "m")])
+        assert await watcher.wait_for(has("a", "b"), 1.0)
+        checker.set_nodes([node("b", "m")])
+        assert await watcher.wait_for(has("b"), 1.0)
+        await watcher.aclose()
+    assert seen == [["a"], ["a", "b"], ["b"]]
 
 
-async def test_a_load_only_change_reaches_watchers_within_a_tick() -> None:
-    async with running() as h:
-        await h.client.post("/v1/nodes/register", json=beat_json("n1"), headers=AUTH)
-        watch = asyncio.create_task(h.client.get("/v1/nodes/watch", params={"since": 1, "timeout_s": 10}))
-        await h.client.post("/v1/nodes/n1/heartbeat", json=beat_json("n1", pending=5), headers=AUTH)
-        response = await asyncio.wait_for(watch, timeout=1)
-    assert response.json()["version"] == 2
-    assert response.json()["nodes"][0]["pending"] == 5
+async def test_a_quiet_checker_answers_on_timeout_and_the_watch_goes_on() -> None:
+    checker = FakeHealthChecker([node("a", "m")])
+    async with watching(FakeNetwork({"h1": checker.app}), "h1", watch_timeout_s=0.05) as watcher:
+        assert await watcher.wait_for(has("a"), 1.0)
+        await asyncio.sleep(0.2)
+        checker.set_nodes([node("b", "m")])
+        assert await watcher.wait_for(has("b"), 1.0)
 
 
-async def test_many_concurrent_watchers_are_all_answered_by_one_change() -> None:
-    async with running() as h:
-        params = {"since": 0, "timeout_s": 10}
-        watches = [asyncio.create_task(h.client.get("/v1/nodes/watch", params=params)) for _ in range(200)]
-        await asyncio.sleep(0.1)
-        await h.client.post("/v1/nodes/register", json=beat_json("n1"), headers=AUTH)
-        responses = await asyncio.wait_for(asyncio.gather(*watches), timeout=5)
-    assert {r.json()["version"] for r in responses} == {1}
+async def test_two_checkers_merge_by_node_id_preferring_the_freshest_heartbeat() -> None:
+    one = FakeHealthChecker([node("a", "m", age_s=0.1, pending=1), node("b", "m", age_s=2.0, pending=1)])
+    two = FakeHealthChecker([node("b", "m", age_s=0.2, pending=2), node("c", "m", pending=2)])
+    async with watching(FakeNetwork({"h1": one.app, "h2": two.app}), "h1", "h2") as watcher:
+        assert await watcher.wait_for(has("a", "b", "c"), 1.0)
+        assert [n.pending for n in watcher.nodes] == [1, 2, 2]
 
 
-async def test_a_negative_watch_timeout_is_400() -> None:
-    async with running() as h:
-        response = await h.client.get("/v1/nodes/watch", params={"timeout_s": -1})
-    assert response.status_code == 400
+def test_merge_ages_an_answer_by_the_time_it_has_waited() -> None:
+    old = Answer((node("a", "m", age_s=0.1, pending=1),), received_at=10.0)
+    new = Answer((node("a", "m", age_s=0.5, pending=2),), received_at=19.0)
+    # As of now (20.0) the old answer's heartbeat is 10.1 s old, the new one's 1.5 s.
+    assert merge([old, new], now=20.0)[0].pending == 2
+    assert merge([], now=20.0) == []
+
+
+async def test_a_checker_gone_for_stale_after_s_loses_its_nodes_and_the_others_stay() -> None:
+    one = FakeHealthChecker([node("a", "m")])
+    two = FakeHealthChecker([node("b", "m")])
+    network = FakeNetwork({"h1": one.app, "h2": two.app})
+    options = {"watch_timeout_s": 0.05, "retry_s": 0.02, "stale_after_s": 0.2}
+    async with watching(network, "h1", "h2", **options) as watcher:
+        assert await watcher.wait_for(has("a", "b"), 1.0)
+        network.down.add("h1")
+        assert await watcher.wait_for(has("b"), 1.0)
+        network.down.clear()
+        assert await watcher.wait_for(has("a", "b"), 1.0)
+
+
+async def test_a_short_outage_keeps_the_checkers_nodes(caplog: pytest.LogCaptureFixture) -> None:
+    checker = FakeHealthChecker([node("a", "m")])
+    network = FakeNetwork({"h1": checker.app})
+    options = {"watch_timeout_s": 0.02, "retry_s": 0.02, "stale_after_s": 5.0}
+    async with watching(network, "h1", **options) as watcher:
+        assert await watcher.wait_for(has("a"), 1.0)
+        network.down.add("h1")
+        await asyncio.sleep(0.2)
+        assert ids(watcher.nodes) == ["a"]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    # One warning for the outage, with its context, not one per retry.
+    assert len(warnings) == 1
+    assert warnings[0].health_url == "http://h1"  # type: ignore[attr-defined]
+
+
+async def test_a_restarted_checker_is_listed_afresh_despite_its_lower_version() -> None:
+    checker = FakeHealthChecker([node("a", "m")])
+    network = FakeNetwork({"h1": checker.app})
+    async with watching(network, "h1", watch_timeout_s=5.0, retry_s=0.02) as watcher:
+        assert await watcher.wait_for(has("a"), 1.0)
+        network.transports["h1"] = httpx.ASGITransport(FakeHealthChecker([node("z", "m")]).app)
+        network.down.add("h1")
+        # The old process answers its pending watch at version 3, then is gone.
+        checker.set_nodes([])
+        checker.set_nodes([])
+        assert await watcher.wait_for(has(), 1.0)
+        network.down.clear()
+        # The new process is at version 1: watching it since 3 would hold for the whole 5 s.
+        assert await watcher.wait_for(has("z"), 1.0)
+
+
+async def test_an_on_change_that_raises_does_not_stop_the_watch() -> None:
+    checker = FakeHealthChecker([node("a", "m")])
+    calls: list[int] = []
+
+    def broken(nodes: list[NodeView]) -> None:
+        calls.append(len(nodes))
+        raise RuntimeError("boom")
+
+    async with httpx.AsyncClient(transport=FakeNetwork({"h1": checker.app})) as client:
+        watcher = NodeWatcher(["http://h1"], client, on_change=broken)
+        await watcher.start()
+        assert await watcher.wait_for(has("a"), 1.0)
+        checker.set_nodes([])
+        assert await watcher.wait_for(has(), 1.0)
+        await watcher.aclose()
+    assert calls == [1, 0]
+
+
+async def test_wait_for_gives_false_when_the_predicate_stays_false() -> None:
+    async with watching(FakeNetwork({}), "nowhere", retry_s=0.01) as watcher:
+        assert not await watcher.wait_for(lambda nodes: bool(nodes), 0.05)
+
+
+async def test_aclose_cancels_every_watch_task() -> None:
+    checker = FakeHealthChecker([node("a", "m")])
+    async with watching(FakeNetwork({"h1": checker.app, "h2": checker.app}), "h1", "h2") as watcher:
+        assert await watcher.wait_for(has("a"), 1.0)
+        tasks = [t for t in asyncio.all_tasks() if t.get_name().startswith("watch ")]
+        assert len(tasks) == 2
+    assert all(task.done() for task in tasks)
+
+
+async def test_the_watcher_follows_a_real_http_checker_and_drops_it_when_it_stops() -> None:
+    checker = FakeHealthChecker([node("a", "m")])
+    port = free_port()
+    config = uvicorn.Config(checker.app, port=port, log_config=None, lifespan="off", ws="none")
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        # No wait for the server to start: the watcher retries until it answers.
+        async with httpx.AsyncClient() as client:
+            watcher = NodeWatcher(
+                [http_url("127.0.0.1", port)], client, watch_timeout_s=0.1, retry_s=0.02, stale_after_s=0.1
+            )
+            await watcher.start()
+            try:
+                assert await watcher.wait_for(has("a"), 2.0)
+                server.should_exit = True
+                await serving
+                assert await watcher.wait_for(has(), 2.0)
+            finally:
+                await watcher.aclose()
+    finally:
+        server.should_exit = True
+        await serving

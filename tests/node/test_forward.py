@@ -7,16 +7,16 @@ import asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
 from tritonfleet.net import free_port
-from tritonfleet.node.forward import Forwarder, InFlight
+from tritonfleet.node.forward import InFlight, TritonRelay
 from tritonfleet.node.metrics import NodeMetrics
-from tritonfleet.node.server import build_app
+from tritonfleet.node.routes import build_app
 from tritonfleet.proxy import aclose_session, new_session
 
 
 async def answer_for(target: str | None) -> tuple[int, dict[str, str]]:
     metrics = NodeMetrics()
     session = new_session(connect_timeout_s=1.0)
-    forwarder = Forwarder(session, lambda: target, InFlight(metrics), metrics, timeout_s=2.0)
+    forwarder = TritonRelay(session, lambda: target, InFlight(metrics), metrics, timeout_s=2.0)
     app = build_app(lambda: {"node_id": "n1", "state": "ready"}, forwarder, metrics, max_body_bytes=1024)
     try:
         async with TestClient(TestServer(app)) as client:

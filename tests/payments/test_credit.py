@@ -33,7 +33,7 @@ def test_a_reservation_beyond_available_credit_says_what_is_missing() -> None:
     book.reserve("alice", "r1", Credit(7))
     with pytest.raises(InsufficientCredit) as raised:
         book.reserve("alice", "r2", Credit(5))
-    assert (raised.value.available, raised.value.missing, raised.value.status_code) == (3, 2, 402)
+    assert (raised.value.available, raised.value.missing, raised.value.status) == (3, 2, 402)
     assert book.snapshot("alice").reserved == 7
 
 

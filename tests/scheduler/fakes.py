@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from tritonfleet.config import FleetConfig
 from tritonfleet.net import http_url
 from tritonfleet.protocol import ModelRef, NodeHealth, NodeList, NodeState, NodeView
-from tritonfleet.scheduler.service import create_app
+from tritonfleet.scheduler.command import create_app
 
 
 def node(

@@ -21,7 +21,7 @@ from playwright.sync_api import Page
 
 from tritonfleet.net import free_port
 from tritonfleet.processes import ServiceProcess, wait_http_ok
-from tritonfleet.up import LocalCluster
+from tritonfleet.up.cluster import LocalCluster
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 TINY_PIPELINE = MODELS / "stable_diffusion" / "tiny"

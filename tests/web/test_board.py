@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from tritonfleet.protocol import NodeHealth, NodeState, NodeView
-from tritonfleet.web.board import FORGET_AFTER_S, Board, NodeStatus, Probe
+from tritonfleet.web.board import FORGET_AFTER_S, Board, BoardStatus, Probe
 from tritonfleet.web.counters import Counters
 
 
@@ -18,7 +18,7 @@ def view(node_id: str = "n1", port: int = 9000, **changes: object) -> NodeView:
     return NodeView.model_validate(fields)
 
 
-def status(board: Board, node_id: str = "n1") -> NodeStatus:
+def status(board: Board, node_id: str = "n1") -> BoardStatus:
     return board.nodes[node_id].status
 
 
@@ -26,32 +26,32 @@ def test_a_listed_ready_healthy_node_that_answers_is_up() -> None:
     board = Board()
     board.listing([view()], 0.0)
     board.probe("n1", Probe.OK)
-    assert status(board) is NodeStatus.UP
+    assert status(board) is BoardStatus.UP
 
 
 def test_a_refused_probe_turns_a_node_down_at_once_and_a_good_one_brings_it_back() -> None:
     board = Board()
     board.listing([view()], 0.0)
     board.probe("n1", Probe.REFUSED)
-    assert status(board) is NodeStatus.DOWN
+    assert status(board) is BoardStatus.DOWN
     board.probe("n1", Probe.OK)
-    assert status(board) is NodeStatus.UP
+    assert status(board) is BoardStatus.UP
 
 
 def test_one_slow_probe_is_forgiven_and_two_in_a_row_are_not() -> None:
     board = Board()
     board.listing([view()], 0.0)
     board.probe("n1", Probe.FAILED)
-    assert status(board) is NodeStatus.UP
+    assert status(board) is BoardStatus.UP
     board.probe("n1", Probe.FAILED)
-    assert status(board) is NodeStatus.DOWN
+    assert status(board) is BoardStatus.DOWN
 
 
 def test_a_node_the_health_checker_dropped_stays_on_the_board_as_down_until_forgotten() -> None:
     board = Board()
     board.listing([view()], 0.0)
     board.listing([], 1.0)
-    assert status(board) is NodeStatus.DOWN
+    assert status(board) is BoardStatus.DOWN
     board.listing([], 2.0 + FORGET_AFTER_S)
     assert "n1" not in board.nodes
 
@@ -67,9 +67,9 @@ def test_unhealthy_starting_and_draining_nodes_say_so() -> None:
         0.0,
     )
     assert [status(board, n) for n in "abc"] == [
-        NodeStatus.UNHEALTHY,
-        NodeStatus.STARTING,
-        NodeStatus.DRAINING,
+        BoardStatus.UNHEALTHY,
+        BoardStatus.STARTING,
+        BoardStatus.DRAINING,
     ]
 
 

@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from tritonfleet.web.errors import UpstreamError
+from tritonfleet.web.errors import BadUpstream
 from tritonfleet.web.kserve import Tensor, parse_response, request_body
 
 
@@ -61,5 +61,5 @@ def test_json_outputs_are_read_without_a_header_length() -> None:
 
 
 def test_an_answer_that_is_not_kserve_is_an_upstream_error() -> None:
-    with pytest.raises(UpstreamError):
+    with pytest.raises(BadUpstream):
         parse_response(b"<html>", None)

@@ -31,7 +31,7 @@ from tests.web.site import (
     wait_for,
 )
 from tritonfleet.net import free_port
-from tritonfleet.up import LocalCluster, NodeSpec
+from tritonfleet.up.cluster import LocalCluster, NodeSpec
 from tritonfleet.web.kserve import HEADER_LENGTH, parse_response
 
 SD_PRICE = 50

@@ -1,38 +1,55 @@
-"""Errors the gateway answers itself, in Triton's `{"error": ...}` shape."""
+"""Errors the gateway answers itself. Each carries the HTTP status it means; each front renders
+it: HTTP as Triton's `{"error": ...}` (`http/responses.py`), gRPC as the status code of the same
+meaning (`grpc/errors.py`).
+
+GatewayError (500)
+├── MalformedRequest (400)    malformed URL, body or message
+├── ApiKeyRefused (401)       no API key, or an unknown or revoked one (payments on)
+├── PaymentRequired (402)     the caller's credit is below the price; carries the figures
+├── AlreadyCharged (409)      a paid request reused a request id that was charged before
+├── RequestIdInFlight (409)   a paid request reused the id of one still being served
+├── BodyTooLarge (413)        body over gateway.max_body_bytes
+├── Unavailable (503)         no node could serve the request now; comes with Retry-After
+├── DeadlineExceeded (504)    the request's deadline ran out
+├── GrpcBindError (500)       the gRPC port could not be bound
+└── GrpcAbort                 a gRPC status with no HTTP twin (grpc/errors.py)
+Scheduler errors (UnknownModel 404, NoNodeAvailable 503) are answered the same way.
+"""
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
-from aiohttp import web
+from collections.abc import Mapping
 
 
 class GatewayError(Exception):
-    """An answer the gateway gives without a node's.
-
-    GatewayError (500)
-    ├── BadRequest (400)        malformed URL or body
-    ├── BodyTooLarge (413)      body over gateway.max_body_bytes
-    ├── AlreadyCharged (409)    a paid request reused a request id that was charged before
-    ├── Unavailable (503)       no node could serve the request now; comes with Retry-After
-    └── DeadlineExceeded (504)  the request's deadline ran out
-    Scheduler errors (UnknownModel 404, NoNodeAvailable 503) are answered the same way.
-    """
-
     status = 500
+    # What a script can act on, beside the message: JSON fields over HTTP, trailing metadata
+    # (`x-tritonfleet-<name>`) over gRPC.
+    figures: Mapping[str, int | str] = {}
 
 
-class BadRequest(GatewayError):
+class MalformedRequest(GatewayError):
     status = 400
 
 
-class BodyTooLarge(GatewayError):
-    status = 413
+class ApiKeyRefused(GatewayError):
+    status = 401
+
+
+class PaymentRequired(GatewayError):
+    status = 402
 
 
 class AlreadyCharged(GatewayError):
     status = 409
+
+
+class RequestIdInFlight(GatewayError):
+    status = 409
+
+
+class BodyTooLarge(GatewayError):
+    status = 413
 
 
 class Unavailable(GatewayError):
@@ -43,19 +60,5 @@ class DeadlineExceeded(GatewayError):
     status = 504
 
 
-def error_response(
-    status: int, message: str, request_id: str | None = None, retry_after_s: int = 1
-) -> web.Response:
-    headers = {"X-Request-ID": request_id} if request_id else {}
-    if status == 503:
-        headers["Retry-After"] = str(retry_after_s)
-    return json_response({"error": message}, status=status, headers=headers)
-
-
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    """JSON as Triton writes it: compact, no spaces."""
-    return web.json_response(data, status=status, headers=headers, dumps=_compact)
-
-
-def _compact(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"))
+class GrpcBindError(GatewayError):
+    """The gRPC port could not be bound (in use, or not allowed)."""

@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from tritonfleet.health.checker import Checker
-from tritonfleet.health.errors import Unauthorized
+from tritonfleet.health.errors import ClusterTokenRefused
+from tritonfleet.health.service import Checker
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ async def require_token(
     client = f"{request.client.host}:{request.client.port}" if request.client else "unknown"
     node_id = await _claimed_node_id(request)
     log.warning("rejected a write without the cluster token", extra={"client": client, "node_id": node_id})
-    raise Unauthorized("missing or wrong cluster token")
+    raise ClusterTokenRefused("missing or wrong cluster token")
 
 
 async def enforce_token(request: Request) -> None:

@@ -7,16 +7,16 @@ class HealthError(Exception):
     """Root of the health checker's errors.
 
     HealthError (500)
-    ├── BadRequest (400)      the body or the query is malformed, or path and body disagree
-    └── Unauthorized (401)    a write without the cluster token
+    ├── InvalidNodeRequest (400)      the body or the query is malformed, or path and body disagree
+    └── ClusterTokenRefused (401)    a write without the cluster token
     """
 
-    status_code = 500
+    status = 500
 
 
-class BadRequest(HealthError):
-    status_code = 400
+class InvalidNodeRequest(HealthError):
+    status = 400
 
 
-class Unauthorized(HealthError):
-    status_code = 401
+class ClusterTokenRefused(HealthError):
+    status = 401

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from tritonfleet.health.auth import enforce_token
-from tritonfleet.health.errors import HealthError, Unauthorized
+from tritonfleet.health.errors import ClusterTokenRefused, HealthError
 from tritonfleet.protocol import ErrorBody
 
 
@@ -25,8 +25,8 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
 
 
 async def _on_health_error(_request: Request, exc: HealthError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
-    return _error(exc.status_code, str(exc), headers)
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, ClusterTokenRefused) else None
+    return _error(exc.status, str(exc), headers)
 
 
 async def _on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -35,7 +35,7 @@ async def _on_invalid(request: Request, exc: RequestValidationError) -> JSONResp
     if request.method != "GET":
         try:
             await enforce_token(request)
-        except Unauthorized as denied:
+        except ClusterTokenRefused as denied:
             return await _on_health_error(request, denied)
     return _error(400, "invalid request: " + _describe(exc))
 

@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel
 
 from tritonfleet.health.auth import checker_of, require_token
-from tritonfleet.health.checker import Checker
-from tritonfleet.health.errors import BadRequest
+from tritonfleet.health.errors import InvalidNodeRequest
+from tritonfleet.health.service import Checker
 from tritonfleet.protocol import ErrorBody, Heartbeat, NodeList, RegisterResponse
 
 CheckerDep = Annotated[Checker, Depends(checker_of)]
@@ -28,7 +28,7 @@ nodes = APIRouter(prefix="/v1/nodes", tags=["nodes"])
 ops = APIRouter(tags=["operations"])
 
 
-class HealthzResponse(BaseModel):
+class HealthCheckerHealthz(BaseModel):
     status: str
 
 
@@ -53,7 +53,7 @@ async def register(body: Heartbeat, checker: CheckerDep) -> RegisterResponse:
 async def heartbeat(node_id: str, body: Heartbeat, checker: CheckerDep) -> RegisterResponse:
     """Refresh a node; an unknown one is added, so the registry rebuilds itself after a restart."""
     if body.node_id != node_id:
-        raise BadRequest(f"path node id {node_id!r} differs from body node_id {body.node_id!r}")
+        raise InvalidNodeRequest(f"path node id {node_id!r} differs from body node_id {body.node_id!r}")
     checker.registry.heartbeat(body)
     return checker.acknowledge(node_id)
 
@@ -90,9 +90,9 @@ async def watch(
     return await checker.watch(since, timeout_s, model, version)
 
 
-@ops.get("/healthz", response_model=HealthzResponse)
-async def healthz() -> HealthzResponse:
-    return HealthzResponse(status="ok")
+@ops.get("/healthz", response_model=HealthCheckerHealthz)
+async def healthz() -> HealthCheckerHealthz:
+    return HealthCheckerHealthz(status="ok")
 
 
 @ops.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
@@ -103,4 +103,4 @@ async def metrics(checker: CheckerDep) -> Response:
 
 def _check_filter(model: str | None, version: str | None) -> None:
     if version is not None and model is None:
-        raise BadRequest("`version` filters a `model`: give both")
+        raise InvalidNodeRequest("`version` filters a `model`: give both")

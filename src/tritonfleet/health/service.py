@@ -1,72 +1,65 @@
-"""`tritonfleet health-checker`: the registry of live nodes behind its HTTP API."""
+"""Everything one health-checker app holds, free of HTTP framework types."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import hmac
+from dataclasses import dataclass, field
 
-from fastapi import FastAPI
-
-from tritonfleet.config import FleetConfig
-from tritonfleet.health import handlers
-from tritonfleet.health.checker import Checker
+from tritonfleet.config import ConfigError, FleetConfig, HealthConfig
+from tritonfleet.health.feed import ChangeFeed
+from tritonfleet.health.metrics import HealthMetrics
 from tritonfleet.health.prober import Prober
 from tritonfleet.health.records import Clock
-from tritonfleet.health.routes import nodes, ops
-from tritonfleet.health.tickers import expire_forever, probe_forever
-from tritonfleet.serving import ControlPlaneApp, HttpMetricsMiddleware, serve_asgi
-
-log = logging.getLogger(__name__)
+from tritonfleet.health.registry import Registry
+from tritonfleet.protocol import NodeList, RegisterResponse
 
 
-def create_app(
-    config: FleetConfig, *, clock: Clock = time.monotonic, prober: Prober | None = None
-) -> FastAPI:
-    """The health checker's app; raises ConfigError without a cluster token.
+@dataclass(frozen=True)
+class Checker:
+    """The registry, the feed that wakes its watchers, the prober and the metrics of one app."""
 
-    The app owns `prober` (it opens and closes it in its lifespan). The lifespan also runs the
-    probe and expiry tasks, so an app served without lifespan events neither probes nor expires.
-    """
-    checker = Checker.build(config, clock=clock, prober=prober)
-    app = ControlPlaneApp(title="TritonFleet health checker", lifespan=_lifespan)
-    app.state.checker = checker
-    app.include_router(nodes)
-    app.include_router(ops)
-    app.add_middleware(HttpMetricsMiddleware, metrics=checker.metrics.http)
-    handlers.install(app)
-    return app
+    config: HealthConfig
+    token: str = field(repr=False)
+    registry: Registry
+    feed: ChangeFeed
+    prober: Prober
+    metrics: HealthMetrics
 
+    @classmethod
+    def build(cls, config: FleetConfig, *, clock: Clock, prober: Prober | None = None) -> Checker:
+        """Raises ConfigError without a cluster token: an open registry would accept any node."""
+        token = config.cluster.read_token()
+        if not token:
+            raise ConfigError("the cluster token is empty")
+        feed = ChangeFeed()
+        registry = Registry(
+            ttl_s=config.health.ttl_s,
+            unhealthy_threshold=config.health.unhealthy_threshold,
+            clock=clock,
+            on_change=feed.publish,
+        )
+        prober = prober if prober is not None else Prober(config.health.probe_timeout_s)
+        return cls(config.health, token, registry, feed, prober, HealthMetrics())
 
-def serve(config: FleetConfig) -> int:
-    app = create_app(config)
-    log.info("health checker starting", extra={"host": config.health.host, "port": config.health.port})
-    serve_asgi(app, config.health.host, config.health.port)
-    return 0
+    def accepts(self, presented: str) -> bool:
+        # Constant time, so response timing does not reveal how much of a guess was right.
+        return hmac.compare_digest(presented.encode(), self.token.encode())
 
+    def acknowledge(self, node_id: str) -> RegisterResponse:
+        return RegisterResponse(
+            node_id=node_id, heartbeat_interval_s=self.config.heartbeat_interval_s, ttl_s=self.config.ttl_s
+        )
 
-@asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    checker: Checker = app.state.checker
-    async with checker.prober:
-        tasks = [
-            asyncio.create_task(expire_forever(checker.registry), name="health-expiry"),
-            asyncio.create_task(
-                probe_forever(
-                    checker.registry,
-                    checker.prober,
-                    checker.config.probe_interval_s,
-                    checker.metrics.probe_failures.inc,
-                ),
-                name="health-probes",
-            ),
-        ]
-        try:
-            yield
-        finally:
-            # uvicorn has already stopped accepting and drained requests; only our tasks remain.
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+    async def watch(
+        self, since: int | None, timeout_s: float | None, model: str | None, version: str | None
+    ) -> NodeList:
+        """The listing once the version differs from `since`, or after the timeout regardless.
+
+        A `since` *ahead* of ours was seen from an earlier incarnation of this checker (versions
+        restart at 0), so it is answered at once as well: waiting would only delay the resync.
+        """
+        limit_s = self.config.watch_timeout_s
+        wait_s = limit_s if timeout_s is None else min(timeout_s, limit_s)
+        if since is not None:
+            await self.feed.wait(lambda: self.registry.version != since, wait_s)
+        return self.registry.listing(model, version)

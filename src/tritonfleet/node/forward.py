@@ -52,7 +52,7 @@ class InFlight:
             self._idle.set()
 
 
-class Forwarder:
+class TritonRelay:
     """Relays one request to Triton with tritonfleet.proxy: body and headers unchanged.
 
     `target` gives Triton's HTTP URL, or None while Triton is not ready. Both that and an

@@ -9,6 +9,10 @@ class PaymentsError(Exception):
     """Root of the payments errors.
 
     PaymentsError (500)
+    ├── ChainError (502)            a JSON-RPC call failed (chain/client.py has its tree)
+    ├── AnvilError (500)            the local anvil could not run (chain/anvil.py)
+    ├── CompileError (500)          a contract did not compile (chain/contracts.py)
+    ├── SignInError (401)           a sign-in refused (signin.py)
     ├── IllegalTransition (500)     a charge or batch state move that the state machine forbids
     ├── InsufficientCredit (402)    available credit is below the price; carries the figures
     ├── DuplicateReservation (409)  a request id already holds a reservation
@@ -19,7 +23,7 @@ class PaymentsError(Exception):
         └── WriterClosed (503)      a charge was handed to a closed ChargeWriter
     """
 
-    status_code = 500
+    status = 500
 
 
 class IllegalTransition(PaymentsError):
@@ -33,7 +37,7 @@ class IllegalTransition(PaymentsError):
 class InsufficientCredit(PaymentsError):
     """`missing` is what the account must add to its deposit for this request to pass."""
 
-    status_code = 402
+    status = 402
 
     def __init__(self, account: str, price: Credit, available: Credit) -> None:
         self.account = account
@@ -44,7 +48,7 @@ class InsufficientCredit(PaymentsError):
 
 
 class DuplicateReservation(PaymentsError):
-    status_code = 409
+    status = 409
 
 
 class UnknownReservation(PaymentsError):
@@ -60,8 +64,8 @@ class UnknownBatch(LedgerError):
 
 
 class DuplicateApiKey(LedgerError):
-    status_code = 409
+    status = 409
 
 
 class WriterClosed(LedgerError):
-    status_code = 503
+    status = 503

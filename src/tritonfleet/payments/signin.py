@@ -18,11 +18,13 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_utils import is_address, to_checksum_address
 
+from tritonfleet.payments.errors import PaymentsError
+
 API_KEY_PREFIX = "tf_"
 KEY_ID_CHARS = 16
 
 
-class SignInError(Exception):
+class SignInError(PaymentsError):
     """Why a sign-in was refused.
 
     SignInError (401)

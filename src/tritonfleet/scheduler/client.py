@@ -13,10 +13,10 @@ import httpx
 from pydantic import ValidationError
 
 from tritonfleet.config import NodeRoute, Policy
+from tritonfleet.health.watch import NodeWatcher
 from tritonfleet.protocol import ErrorBody, ScheduleResponse
 from tritonfleet.scheduler.core import Scheduler, node_url
 from tritonfleet.scheduler.errors import NoNodeAvailable, SchedulerUnavailable, UnknownModel
-from tritonfleet.scheduler.watch import NodeWatcher
 
 
 @dataclass(frozen=True)

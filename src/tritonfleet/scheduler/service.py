@@ -1,4 +1,4 @@
-"""The scheduler as a service, `tritonfleet scheduler`, for gateways that do not embed it.
+"""The scheduler as a service, for gateways that do not embed it.
 
 It keeps its node list from the health checkers' watch (never one request to a checker per
 schedule) and, having no in-flight feedback from gateways, counts load as each node's reported
@@ -7,26 +7,18 @@ in-flight and queue depth plus its own choices of the last heartbeat interval (R
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import httpx
-from fastapi import FastAPI
 
-from tritonfleet import __version__
 from tritonfleet.config import FleetConfig, NodeRoute
+from tritonfleet.health.watch import NodeWatcher
 from tritonfleet.protocol import NodeView, ScheduleResponse
 from tritonfleet.scheduler.core import Scheduler, node_url
-from tritonfleet.scheduler.endpoints import (
-    add_error_handlers,
-    add_routes,
-)
 from tritonfleet.scheduler.errors import SchedulerError
 from tritonfleet.scheduler.metrics import SchedulerMetrics
 from tritonfleet.scheduler.recent import RecentChoices
-from tritonfleet.scheduler.watch import NodeWatcher
-from tritonfleet.serving import ControlPlaneApp, HttpMetricsMiddleware, serve_asgi
 
 
 class ScheduleService:
@@ -66,31 +58,3 @@ class ScheduleService:
             watch_timeout_s=health.watch_timeout_s,
             stale_after_s=health.ttl_s,
         )
-
-
-def create_app(config: FleetConfig, *, watcher_client: httpx.AsyncClient | None = None) -> FastAPI:
-    service = ScheduleService(config)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with contextlib.AsyncExitStack() as stack:
-            client = watcher_client
-            if client is None:
-                client = await stack.enter_async_context(httpx.AsyncClient())
-            watcher = service.watcher(client)
-            await watcher.start()
-            stack.push_async_callback(watcher.aclose)
-            app.state.watcher = watcher
-            yield
-
-    app = ControlPlaneApp(title="TritonFleet scheduler", version=__version__, lifespan=lifespan)
-    app.state.service = service
-    add_routes(app, service)
-    add_error_handlers(app, service.metrics)
-    app.add_middleware(HttpMetricsMiddleware, metrics=service.metrics.http)
-    return app
-
-
-def serve(config: FleetConfig) -> int:
-    serve_asgi(create_app(config), config.scheduler.host, config.scheduler.port)
-    return 0

@@ -22,7 +22,7 @@ SLOW_PROBES_DOWN = 2
 FORGET_AFTER_S = 600.0
 
 
-class NodeStatus(StrEnum):
+class BoardStatus(StrEnum):
     UP = "up"
     STARTING = "starting"
     DRAINING = "draining"
@@ -38,16 +38,16 @@ class Probe(StrEnum):
     FAILED = "failed"
 
 
-def status_of(view: NodeView, listed: bool, reachable: bool) -> NodeStatus:
+def status_of(view: NodeView, listed: bool, reachable: bool) -> BoardStatus:
     if not listed or not reachable:
-        return NodeStatus.DOWN
+        return BoardStatus.DOWN
     if view.health is NodeHealth.UNHEALTHY:
-        return NodeStatus.UNHEALTHY
+        return BoardStatus.UNHEALTHY
     if view.state is NodeState.STARTING:
-        return NodeStatus.STARTING
+        return BoardStatus.STARTING
     if view.state is NodeState.DRAINING:
-        return NodeStatus.DRAINING
-    return NodeStatus.UP
+        return BoardStatus.DRAINING
+    return BoardStatus.UP
 
 
 @dataclass
@@ -63,7 +63,7 @@ class Series:
 
 
 @dataclass
-class NodeRecord:
+class BoardRow:
     view: NodeView
     listed: bool = True
     unlisted_since_s: float | None = None
@@ -79,13 +79,13 @@ class NodeRecord:
         return not self.refused and self.slow_probes < SLOW_PROBES_DOWN
 
     @property
-    def status(self) -> NodeStatus:
+    def status(self) -> BoardStatus:
         return status_of(self.view, self.listed, self.reachable)
 
 
 class Board:
     def __init__(self) -> None:
-        self.nodes: dict[str, NodeRecord] = {}
+        self.nodes: dict[str, BoardRow] = {}
         self.health_checker_up: bool | None = None
         self.gateway_up: bool | None = None
 
@@ -98,7 +98,7 @@ class Board:
         for node_id, view in seen.items():
             record = self.nodes.get(node_id)
             if record is None or _restarted(record.view, view):
-                self.nodes[node_id] = NodeRecord(view)
+                self.nodes[node_id] = BoardRow(view)
             else:
                 record.view, record.listed, record.unlisted_since_s = view, True, None
         for node_id, record in list(self.nodes.items()):
@@ -141,7 +141,7 @@ def _restarted(old: NodeView, new: NodeView) -> bool:
     return old.triton_http_url != new.triton_http_url or old.manager_url != new.manager_url
 
 
-def _node_json(record: NodeRecord, now_s: float) -> dict[str, Any]:
+def _node_json(record: BoardRow, now_s: float) -> dict[str, Any]:
     view = record.view
     return {
         "node_id": view.node_id,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from tritonfleet.web.errors import NotFound, Refused, UpstreamError
+from tritonfleet.web.errors import BadUpstream, NotFound, Refused
 from tritonfleet.web.upstream import Upstream
 
 # Metadata rarely changes; a short cache keeps a page's burst of calls to one fan-out.
@@ -69,7 +69,7 @@ def model_info(metadata: dict[str, Any]) -> ModelInfo:
             outputs=specs("outputs"),
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise UpstreamError(f"the gateway's metadata of a model is malformed: {exc!r}") from exc
+        raise BadUpstream(f"the gateway's metadata of a model is malformed: {exc!r}") from exc
 
 
 class Catalog:

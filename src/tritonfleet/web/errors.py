@@ -4,9 +4,9 @@ WebError                  500  anything unexpected
 ├── BadInput              422  a value the page sent is out of range or malformed
 ├── TooLarge              413  a body or tensor over the limits
 ├── NotFound              404  an unknown model, or no model of the kind asked for
-└── UpstreamError         502  the gateway or token manager answered something unusable
+└── BadUpstream         502  the gateway or token manager answered something unusable
     ├── Unreachable       502  it refused or dropped the connection
-    ├── UpstreamTimeout   504  it did not answer in time
+    ├── UpstreamTooSlow   504  it did not answer in time
     └── Refused           its status  it answered an error (401, 402, 400, 503...) itself
 """
 
@@ -40,19 +40,19 @@ class NotFound(WebError):
     status = 404
 
 
-class UpstreamError(WebError):
+class BadUpstream(WebError):
     status = 502
 
 
-class Unreachable(UpstreamError):
+class Unreachable(BadUpstream):
     status = 502
 
 
-class UpstreamTimeout(UpstreamError):
+class UpstreamTooSlow(BadUpstream):
     status = 504
 
 
-class Refused(UpstreamError):
+class Refused(BadUpstream):
     """The upstream's own error answer, passed on with its status."""
 
     def __init__(self, status: int, message: str, **details: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from tritonfleet.web.errors import UpstreamError
+from tritonfleet.web.errors import BadUpstream
 
 # KServe datatype → numpy dtype (little-endian, as Triton sends them); BYTES is an object array.
 DTYPES: dict[str, Any] = {
@@ -70,7 +70,7 @@ def parse_response(body: bytes, header_length: str | None) -> list[Tensor]:
         header = json.loads(body[:size])
         outputs = header["outputs"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise UpstreamError("the gateway's infer answer is not a KServe v2 response") from exc
+        raise BadUpstream("the gateway's infer answer is not a KServe v2 response") from exc
     tensors, offset = [], size
     for output in outputs:
         binary_size = (output.get("parameters") or {}).get("binary_data_size")
@@ -93,7 +93,7 @@ def _from_binary(output: dict[str, Any], raw: bytes) -> np.ndarray:
     if datatype == "BYTES":
         return np.array(_split_bytes(raw), dtype=np.object_).reshape(shape)
     if datatype not in DTYPES:
-        raise UpstreamError(f"output {output['name']} has a datatype this page cannot show: {datatype}")
+        raise BadUpstream(f"output {output['name']} has a datatype this page cannot show: {datatype}")
     return np.frombuffer(raw, dtype=np.dtype(DTYPES[datatype]).newbyteorder("<")).reshape(shape)
 
 

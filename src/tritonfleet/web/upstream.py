@@ -1,6 +1,6 @@
 """The one wrapper over HTTP calls to the services behind the web backend.
 
-Transport failures become `Unreachable` or `UpstreamTimeout`, naming the service, so a page
+Transport failures become `Unreachable` or `UpstreamTooSlow`, naming the service, so a page
 can say "the gateway is not answering" instead of hanging or showing a stack trace.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tritonfleet.web.errors import Refused, Unreachable, UpstreamError, UpstreamTimeout
+from tritonfleet.web.errors import BadUpstream, Refused, Unreachable, UpstreamTooSlow
 
 
 class Upstream:
@@ -44,7 +44,7 @@ class Upstream:
                 timeout=timeout_s if timeout_s is not None else self.timeout_s,
             )
         except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(f"the {self.name} at {self.base_url} did not answer in time") from exc
+            raise UpstreamTooSlow(f"the {self.name} at {self.base_url} did not answer in time") from exc
         except httpx.TransportError as exc:
             raise Unreachable(f"the {self.name} at {self.base_url} is not answering ({exc!r})") from exc
 
@@ -56,7 +56,7 @@ class Upstream:
         try:
             return answer.json()
         except ValueError as exc:
-            raise UpstreamError(f"the {self.name} answered {path} with something that is not JSON") from exc
+            raise BadUpstream(f"the {self.name} answered {path} with something that is not JSON") from exc
 
 
 def refused(answer: httpx.Response, name: str) -> Refused:

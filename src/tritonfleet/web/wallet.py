@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tritonfleet.payments.token_manager_api import FAUCET_MAX
+from tritonfleet.token_manager.api import FAUCET_MAX
 from tritonfleet.web.errors import BadInput, Refused
 from tritonfleet.web.upstream import Upstream
 

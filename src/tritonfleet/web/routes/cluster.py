@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
-from tritonfleet.web.state import WebState, state_of
+from tritonfleet.web.service import WebState, state_of
 
 router = APIRouter(prefix="/api/cluster", tags=["cluster"])
 State = Annotated[WebState, Depends(state_of)]

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Depends, Header
 from tritonfleet.web import contract
 from tritonfleet.web.api import GenerateBody
 from tritonfleet.web.catalog import ModelInfo
-from tritonfleet.web.errors import NotFound, UpstreamError
+from tritonfleet.web.errors import BadUpstream, NotFound
 from tritonfleet.web.inference import infer
 from tritonfleet.web.playground import images
-from tritonfleet.web.state import WebState, state_of
+from tritonfleet.web.service import WebState, state_of
 
 router = APIRouter(prefix="/api/generate", tags=["generate"])
 State = Annotated[WebState, Depends(state_of)]
@@ -45,7 +45,7 @@ async def generate(
     )
     output = served.output(contract.OUTPUT[0])
     if output is None or output.array.ndim != 4:
-        raise UpstreamError(f"{model.name} answered without an IMAGES tensor of [samples, height, width, 3]")
+        raise BadUpstream(f"{model.name} answered without an IMAGES tensor of [samples, height, width, 3]")
     state.step_times.observe(model.name, served.latency_ms / 1000, prompt.steps, prompt.samples)
     return {
         "model": model.name,

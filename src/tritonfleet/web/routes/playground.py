@@ -11,7 +11,7 @@ from tritonfleet.web.api import InferBody
 from tritonfleet.web.errors import BadInput
 from tritonfleet.web.inference import infer
 from tritonfleet.web.playground import render, to_tensor
-from tritonfleet.web.state import WebState, state_of
+from tritonfleet.web.service import WebState, state_of
 
 router = APIRouter(prefix="/api/models", tags=["playground"])
 State = Annotated[WebState, Depends(state_of)]

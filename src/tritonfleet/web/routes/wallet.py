@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header
 
 from tritonfleet.web.api import ChallengeBody, FaucetBody, VerifyBody
-from tritonfleet.web.state import WebState, state_of
+from tritonfleet.web.service import WebState, state_of
 from tritonfleet.web.wallet import check_amount
 
 router = APIRouter(prefix="/api/wallet", tags=["wallet"])

@@ -1,0 +1,76 @@
+"""The HTTP hot path: one request's bytes to a node, its answer back, retried elsewhere by
+`NodeRouting` when the node gives none."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from multidict import CIMultiDict
+
+from tritonfleet.gateway.errors import DeadlineExceeded
+from tritonfleet.gateway.routing import NodeFailed, NodeRouting
+from tritonfleet.proxy import Reply, UpstreamTimeout, UpstreamUnavailable, exchange
+from tritonfleet.scheduler.client import Pick
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpServed:
+    reply: Reply
+    node_id: str
+    attempts: int
+
+
+class HttpForwarder:
+    """Sends a request to the node `routing` picks for its model and version; a node that
+    refuses, resets or answers 503 is a failure, and the request goes to another one."""
+
+    def __init__(self, routing: NodeRouting, session: aiohttp.ClientSession) -> None:
+        self.routing = routing
+        self.session = session
+
+    async def forward(
+        self,
+        model: str,
+        version: str | None,
+        method: str,
+        path_qs: str,
+        body: bytes,
+        headers: CIMultiDict[str],
+        deadline: float,
+    ) -> HttpServed:
+        async def send(pick: Pick, attempt: int, remaining_s: float) -> HttpServed:
+            reply = await self._send(pick, method, path_qs, body, headers, remaining_s)
+            return HttpServed(reply, pick.node_id, attempt)
+
+        return await self.routing.attempt(model, version, deadline, send)
+
+    async def _send(
+        self,
+        pick: Pick,
+        method: str,
+        path_qs: str,
+        body: bytes,
+        headers: CIMultiDict[str],
+        timeout_s: float,
+    ) -> Reply:
+        metrics = self.routing.metrics
+        started = time.monotonic()
+        try:
+            reply = await exchange(self.session, method, pick.url + path_qs, body, headers, timeout_s)
+        except UpstreamUnavailable as exc:
+            log.warning("node unavailable", extra={"node": pick.node_id, "error": str(exc)})
+            metrics.upstream.labels(pick.node_id, "unavailable").inc()
+            raise NodeFailed("was unreachable") from exc
+        except UpstreamTimeout as exc:
+            metrics.upstream.labels(pick.node_id, "timeout").inc()
+            raise DeadlineExceeded(f"node {pick.node_id} did not answer within the deadline") from exc
+        metrics.upstream.labels(pick.node_id, str(reply.status)).inc()
+        metrics.upstream_latency.labels(pick.node_id).observe(time.monotonic() - started)
+        if reply.status == 503:
+            raise NodeFailed("answered 503")
+        return reply

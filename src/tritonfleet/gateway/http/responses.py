@@ -1,0 +1,38 @@
+"""The HTTP front's own answers, in Triton's `{"error": ...}` shape."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from tritonfleet.gateway.errors import GatewayError
+from tritonfleet.scheduler.errors import SchedulerError
+
+
+def refusal(exc: GatewayError | SchedulerError, request_id: str | None, retry_after_s: int) -> web.Response:
+    """An error of the gateway's or the scheduler's, with its status and figures."""
+    figures = exc.figures if isinstance(exc, GatewayError) else {}
+    response = error_response(exc.status, str(exc), request_id, retry_after_s, **figures)
+    if exc.status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+def error_response(
+    status: int, message: str, request_id: str | None = None, retry_after_s: int = 1, **figures: Any
+) -> web.Response:
+    headers = {"X-Request-ID": request_id} if request_id else {}
+    if status == 503:
+        headers["Retry-After"] = str(retry_after_s)
+    return json_response({"error": message, **figures}, status=status, headers=headers)
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """JSON as Triton writes it: compact, no spaces."""
+    return web.json_response(data, status=status, headers=headers, dumps=_compact)
+
+
+def _compact(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"))

@@ -1,0 +1,230 @@
+"""The gateway's HTTP routes: Triton's KServe v2 protocol, answered for the whole cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import asdict
+from functools import partial
+from typing import Any
+
+from aiohttp import web
+
+from tritonfleet.gateway.errors import BodyTooLarge, GatewayError, MalformedRequest
+from tritonfleet.gateway.http import cluster
+from tritonfleet.gateway.http.forwarding import HttpForwarder
+from tritonfleet.gateway.http.responses import error_response, json_response, refusal
+from tritonfleet.gateway.paid import PaidPath
+from tritonfleet.gateway.request_ids import new_request_id
+from tritonfleet.gateway.service import GatewayCore
+from tritonfleet.metrics import render
+from tritonfleet.protocol import NodeView
+from tritonfleet.proxy import end_to_end
+from tritonfleet.scheduler.errors import SchedulerError, UnknownModel
+
+log = logging.getLogger(__name__)
+
+NODE_HEADER = "X-Tritonfleet-Node"
+CHARGE_HEADER = "X-Tritonfleet-Charge"
+CREDIT_HEADER = "X-Tritonfleet-Credit-Remaining"
+# Triton 2.51 answers 500 to a body it cannot parse; the client's mistake deserves a 400.
+_UNPARSEABLE_BODY = b'{"error":"failed to parse the request JSON buffer'
+
+
+def build_app(core: GatewayCore) -> web.Application:
+    app = web.Application(client_max_size=core.config.max_body_bytes)
+    app.router.add_routes(HttpRoutes(core).routes())
+    return app
+
+
+class HttpRoutes:
+    """Handlers for every route, over the state the two fronts share."""
+
+    def __init__(self, core: GatewayCore) -> None:
+        self.core = core
+        self.config = core.config
+        self.metrics = core.metrics
+        self.forwarder = HttpForwarder(core.routing, core.session)
+
+    def routes(self) -> list[web.AbstractRouteDef]:
+        model_routes = []
+        for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+            model_routes += [
+                web.post(prefix + "/infer", self.infer),
+                web.get(prefix, self.model_scoped),
+                web.get(prefix + "/ready", self.model_ready),
+                web.get(prefix + "/config", self.model_scoped),
+                web.get(prefix + "/stats", self.model_stats),
+            ]
+        return [
+            web.get("/v2/health/live", self.live),
+            web.get("/v2/health/ready", self.ready),
+            web.get("/v2", self.server_metadata),
+            web.get("/v2/models/stats", self.model_stats),
+            web.post("/v2/repository/index", self.repository_index),
+            *model_routes,
+            web.get("/v1/nodes", self.nodes),
+            web.get("/v1/credit", self.credit),
+            web.get("/metrics", self.prometheus),
+            web.get("/healthz", self.live),
+        ]
+
+    async def infer(self, request: web.Request) -> web.StreamResponse:
+        return await self._routed(request, "infer")
+
+    async def model_scoped(self, request: web.Request) -> web.StreamResponse:
+        return await self._routed(request, "model")
+
+    async def model_ready(self, request: web.Request) -> web.StreamResponse:
+        response = await self._routed(request, "ready")
+        if response.status in (404, 503):
+            # Triton answers a readiness question about a model it can't serve with 400.
+            return error_response(400, "Model version not ready", response.headers.get("X-Request-ID"))
+        return response
+
+    async def _routed(self, request: web.Request, route: str) -> web.StreamResponse:
+        started = time.monotonic()
+        request_id = request.headers.get("X-Request-ID") or new_request_id()
+        model = request.match_info["model"]
+        version = request.match_info.get("version")
+        self.metrics.in_flight.inc()
+        try:
+            paid = self.core.paid
+            if paid is not None and route == "infer":
+                response = await self._serve_paid(paid, request, request_id, model, version, started)
+            else:
+                response = await self._serve(request, request_id, model, version, started)
+        except (GatewayError, SchedulerError) as exc:
+            response = refusal(exc, request_id, self.config.retry_after_s)
+        finally:
+            self.metrics.in_flight.dec()
+        duration_s = time.monotonic() - started
+        self.metrics.observe(route, response.status, duration_s)
+        line = {
+            "request_id": request_id,
+            "route": route,
+            "model": model,
+            "version": version,
+            "status": response.status,
+            "node": response.headers.get(NODE_HEADER),
+            "duration_ms": round(duration_s * 1000, 3),
+        }
+        # Logged on the loop's next turn, after aiohttp has written the answer, which the
+        # client need not wait for (measured: docs/benchmarks.md, "the deferred log line").
+        asyncio.get_running_loop().call_soon(partial(log.info, "request", extra=line))
+        return response
+
+    async def _serve_paid(
+        self,
+        paid: PaidPath,
+        request: web.Request,
+        request_id: str,
+        model: str,
+        version: str | None,
+        started: float,
+    ) -> web.Response:
+        payer = paid.authenticate(request.headers.get("Authorization"))
+        async with paid.hold(payer, request_id, model, version) as held:
+            response = await self._serve(request, request_id, model, version, started, strip_auth=True)
+            if response.status == 200:
+                charged = await held.charge()
+                response.headers[CHARGE_HEADER] = str(charged.amount)
+                response.headers[CREDIT_HEADER] = str(charged.remaining)
+        return response
+
+    async def credit(self, request: web.Request) -> web.Response:
+        """The caller's credit as this gateway holds it, reservations in flight included."""
+        if self.core.paid is None:
+            return error_response(404, "payments are not enabled on this gateway")
+        try:
+            payer = self.core.paid.authenticate(request.headers.get("Authorization"))
+        except GatewayError as exc:
+            return refusal(exc, None, self.config.retry_after_s)
+        snapshot = self.core.paid.snapshot(payer.account)
+        return json_response({**asdict(snapshot), "available": snapshot.available})
+
+    async def _serve(
+        self,
+        request: web.Request,
+        request_id: str,
+        model: str,
+        version: str | None,
+        started: float,
+        strip_auth: bool = False,
+    ) -> web.Response:
+        if version is not None and not version.isdigit():
+            raise MalformedRequest(f"invalid version '{version}' for model '{model}': expected a number")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise BodyTooLarge(f"request body exceeds {self.config.max_body_bytes} bytes") from exc
+        headers = end_to_end(request.headers)
+        headers["X-Request-ID"] = request_id
+        if strip_auth:
+            headers.popall("Authorization", None)  # the user's API key is ours, not the nodes'
+
+        served = await self.forwarder.forward(
+            model,
+            version,
+            request.method,
+            request.raw_path,
+            body,
+            headers,
+            started + self.config.request_timeout_s,
+        )
+        out = served.reply.headers
+        out["X-Request-ID"] = request_id
+        out[NODE_HEADER] = served.node_id
+        status = served.reply.status
+        if status == 500 and served.reply.body.startswith(_UNPARSEABLE_BODY):
+            status = 400
+        return web.Response(status=status, body=served.reply.body, headers=out)
+
+    async def live(self, request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def ready(self, request: web.Request) -> web.Response:
+        return web.Response(status=200 if self.core.ready() else 400)
+
+    async def server_metadata(self, request: web.Request) -> web.Response:
+        """A node's own metadata: the cluster speaks the protocol version its nodes speak."""
+        answers = await self._fan_out(self.core.schedulable()[:1], "GET", "/v2", b"")
+        if not answers:
+            return error_response(503, "no node is serving now", retry_after_s=self.config.retry_after_s)
+        return json_response(answers[0])
+
+    async def repository_index(self, request: web.Request) -> web.Response:
+        try:
+            wanted = json.loads(await request.read() or b"{}")
+        except json.JSONDecodeError as exc:
+            return error_response(400, f"failed to parse the request JSON buffer: {exc}")
+        index = cluster.merge_index(
+            await self._fan_out(self.core.schedulable(), "POST", "/v2/repository/index", b"{}")
+        )
+        if isinstance(wanted, dict) and wanted.get("ready"):
+            index = [entry for entry in index if entry.get("state") == "READY"]
+        return json_response(index)
+
+    async def model_stats(self, request: web.Request) -> web.Response:
+        model = request.match_info.get("model")
+        version = request.match_info.get("version")
+        nodes = [node for node in self.core.schedulable() if model is None or node.serves(model, version)]
+        if model is not None and not nodes:
+            return error_response(404, UnknownModel.of(model, version).message)
+        answers = await self._fan_out(nodes, "GET", request.raw_path, b"")
+        return json_response(cluster.merge_stats(answers))
+
+    async def nodes(self, request: web.Request) -> web.Response:
+        """The node view this gateway routes with, as its health checkers last told it."""
+        return json_response({"nodes": [node.model_dump(mode="json") for node in self.core.watcher.nodes]})
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        body, content_type = render(self.core.registry)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def _fan_out(self, nodes: list[NodeView], method: str, path: str, body: bytes) -> list[Any]:
+        return await cluster.fan_out(
+            self.core.session, nodes, method, path, body, self.config.fan_out_timeout_s
+        )

@@ -1,0 +1,577 @@
+"""The one wrapper over web3.py: every JSON-RPC call of the payments path goes through `Chain`.
+
+Only standard Ethereum JSON-RPC methods are used here, so that any node or provider will do;
+anvil's own methods live in `devchain.DevChain`, for tests and the development faucet.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.contract import Contract
+from web3.contract.contract import ContractConstructor, ContractFunction
+from web3.exceptions import (
+    ContractLogicError,
+    ProviderConnectionError,
+    RequestTimedOut,
+    TooManyRequests,
+    TransactionNotFound,
+    Web3RPCError,
+)
+from web3.types import Nonce, RPCEndpoint, TxParams, Wei
+
+from tritonfleet.config import FleetConfig
+from tritonfleet.payments.chain.contracts import CompiledContract, load_contracts
+from tritonfleet.payments.chain.deployment import Deployment
+from tritonfleet.payments.chain.keys import operator_account
+from tritonfleet.payments.chain.permit import Permit, PermitDomain
+from tritonfleet.payments.chain.records import (
+    ChargedEvent,
+    Fees,
+    PendingWithdrawal,
+    Receipt,
+    SettledEvent,
+    ShortfallEvent,
+    VaultEvent,
+    charged,
+    receipt_from_web3,
+    settled,
+    shortfall,
+    vault_event_from_web3,
+)
+from tritonfleet.payments.errors import PaymentsError
+from tritonfleet.payments.money import Credit
+
+
+class ChainError(PaymentsError):
+    """Root of the errors of chain access.
+
+    ChainError                  an RPC error that fits none below (a bad request, say)
+    ├── ChainUnavailable        the endpoint did not answer: refused, timed out, 5xx, rate-limited;
+    │                           transient, so callers queue the work and retry
+    ├── ReceiptTimeout          no confirmed receipt in time; the transaction may still be mined,
+    │                           so wait again, or replace it (same nonce, higher fees)
+    ├── WrongChain              the endpoint serves another chain than the configured chain id
+    ├── NotDeployed             no deployment known, or no code at its addresses
+    ├── TransactionRejected     refused before mining: the contract would revert, or the node
+    │   │                       refused the transaction (nonce used, replacement underpriced, no gas)
+    │   └── BatchAlreadySettled settle of a batch id that the vault has settled already
+    └── TransactionReverted     mined but reverted; `receipt` has the details
+    """
+
+    status = 502
+
+
+class ChainUnavailable(ChainError):
+    pass
+
+
+class ReceiptTimeout(ChainError):
+    pass
+
+
+class WrongChain(ChainError):
+    pass
+
+
+class NotDeployed(ChainError):
+    pass
+
+
+class TransactionRejected(ChainError):
+    pass
+
+
+class BatchAlreadySettled(TransactionRejected):
+    pass
+
+
+class NonceTaken(TransactionRejected):
+    """Another transaction from the same key holds this nonce: sign again with a fresh one.
+
+    The settler and the dev faucet share the operator's key, so a nonce read from the node can
+    be taken before a transaction signed with it lands."""
+
+
+class TransactionReverted(ChainError):
+    def __init__(self, receipt: Receipt) -> None:
+        super().__init__(f"transaction {receipt.tx_hash} reverted in block {receipt.block_number}")
+        self.receipt = receipt
+
+
+# PaymentVault's MAX_BATCH: the most accounts one settle takes.
+MAX_BATCH_ACCOUNTS = 1000
+
+# Estimates are exact for the state they ran on; the margin absorbs state that moved since.
+_GAS_MARGIN_PCT = 20
+# Many providers refuse eth_getLogs over wider block ranges.
+_LOG_RANGE_BLOCKS = 10_000
+
+_UNLIMITED = 2**256 - 1
+
+_NO_DEPLOYMENT = "no contracts known: deploy them, or load chain.deployment_file"
+
+# How nodes say another transaction holds the nonce, mined or pending.
+_NONCE_TAKEN = re.compile(r"nonce too low|replacement transaction underpriced", re.IGNORECASE)
+# How often a sender signs again with a fresh nonce before giving up.
+NONCE_ATTEMPTS = 3
+# How geth ("already known"), anvil ("already imported") and others say the pool has it.
+_ALREADY_KNOWN = re.compile(r"already known|already imported|known transaction", re.IGNORECASE)
+
+# 32 bytes, or their 0x-prefixed hex (the ledger's form).
+BatchId = bytes | str
+
+_Callable = ContractFunction | ContractConstructor
+
+
+@dataclass(frozen=True)
+class SignedTx:
+    tx_hash: str
+    nonce: int
+    raw: bytes
+
+
+class Chain:
+    """The operator's view of one chain: deploy, mint, settle, read deposits and events.
+
+    Transactions are signed locally by `operator` and sent raw, so the node needs no unlocked
+    account. A method that sends returns the transaction hash at once; `wait_confirmed` waits
+    for `confirmations` blocks, so that a caller can record the hash before it waits.
+    """
+
+    def __init__(
+        self,
+        rpc_url: str,
+        chain_id: int,
+        operator: LocalAccount,
+        confirmations: int = 1,
+        receipt_timeout_s: float = 120.0,
+        deployment: Deployment | None = None,
+        request_timeout_s: float = 10.0,
+        poll_interval_s: float = 0.2,
+    ) -> None:
+        self.rpc_url = rpc_url
+        self.chain_id = chain_id
+        self.operator = operator
+        self.confirmations = max(1, confirmations)
+        self.receipt_timeout_s = receipt_timeout_s
+        self.poll_interval_s = poll_interval_s
+        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": request_timeout_s}))
+        self._deployment: Deployment | None = None
+        self._credit: Contract | None = None
+        self._vault: Contract | None = None
+        if deployment is not None:
+            self.use(deployment)
+
+    # --- the node --------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Raise unless the endpoint serves `chain_id` and the deployment's contracts are there."""
+        with _rpc():
+            actual = self.w3.eth.chain_id
+        if actual != self.chain_id:
+            raise WrongChain(f"{self.rpc_url} serves chain {actual}, not {self.chain_id}")
+        deployment = self.deployment
+        if deployment.chain_id != self.chain_id:
+            raise WrongChain(f"the deployment is for chain {deployment.chain_id}, not {self.chain_id}")
+        for address in (deployment.credit, deployment.vault):
+            if not self.has_code(address):
+                raise NotDeployed(f"no contract at {address} on chain {self.chain_id}")
+
+    def block_number(self) -> int:
+        with _rpc():
+            return self.w3.eth.block_number
+
+    def has_code(self, address: str) -> bool:
+        with _rpc():
+            return len(self.w3.eth.get_code(Web3.to_checksum_address(address))) > 0
+
+    def eth_balance_of(self, address: str) -> int:
+        with _rpc():
+            return self.w3.eth.get_balance(Web3.to_checksum_address(address))
+
+    def next_nonce(self) -> int:
+        """The operator's next nonce, counting its transactions still pending."""
+        with _rpc():
+            return self.w3.eth.get_transaction_count(self.operator.address, "pending")
+
+    # --- deployment ------------------------------------------------------------------------
+
+    @property
+    def deployment(self) -> Deployment:
+        if self._deployment is None:
+            raise NotDeployed(_NO_DEPLOYMENT)
+        return self._deployment
+
+    def use(self, deployment: Deployment) -> None:
+        contracts = load_contracts()
+        self._deployment = deployment
+        self._credit = self._contract(contracts.credit, deployment.credit)
+        self._vault = self._contract(contracts.vault, deployment.vault)
+
+    def deploy(self, withdrawal_delay_s: int, treasury: str, asset: str | None = None) -> Deployment:
+        """Create a PaymentVault owned by the operator, and use it.
+
+        The vault holds `asset`, an existing ERC-20 (a stablecoin, say), or when None a new
+        FleetCredit, also owned (and so minted) by the operator.
+        """
+        contracts = load_contracts()
+        first_block: int | None = None
+        if asset is None:
+            created = self.wait_confirmed(self._send(self._factory(contracts.credit).constructor()))
+            assert created.contract_address is not None
+            asset, first_block = created.contract_address, created.block_number
+        vault_ctor = self._factory(contracts.vault).constructor(
+            Web3.to_checksum_address(asset), Web3.to_checksum_address(treasury), withdrawal_delay_s
+        )
+        vault = self.wait_confirmed(self._send(vault_ctor))
+        assert vault.contract_address is not None
+        deployment = Deployment(
+            chain_id=self.chain_id,
+            credit=Web3.to_checksum_address(asset),
+            vault=vault.contract_address,
+            block=vault.block_number if first_block is None else first_block,
+            withdrawal_delay_s=withdrawal_delay_s,
+        )
+        self.use(deployment)
+        return deployment
+
+    # --- the operator's transactions -------------------------------------------------------
+
+    def mint(self, to: str, amount: Credit) -> str:
+        return self._send(self._credit_c.functions.mint(Web3.to_checksum_address(to), amount))
+
+    def set_treasury(self, treasury: str) -> str:
+        return self._send(self._vault_c.functions.set_treasury(Web3.to_checksum_address(treasury)))
+
+    def deposit_for(self, account: str, amount: Credit) -> str:
+        """Fund `account`'s deposit from the operator's own credit (the dev faucet)."""
+        # The vault is the operator's own contract: one unlimited approval serves every faucet call.
+        self._ensure_allowance(self.operator, amount, approve=_UNLIMITED)
+        return self._send(self._vault_c.functions.deposit_for(Web3.to_checksum_address(account), amount))
+
+    def deposit_with_permit(self, permit: Permit, sender: LocalAccount | None = None) -> str:
+        """Deposit on a user's signed permit: by default the operator relays it and pays the gas."""
+        fn = self._vault_c.functions.deposit_with_permit(
+            Web3.to_checksum_address(permit.owner),
+            permit.amount,
+            permit.deadline,
+            permit.v,
+            permit.r,
+            permit.s,
+        )
+        return self._send(fn, sender=sender)
+
+    def settle(
+        self,
+        batch_id: BatchId,
+        accounts: Sequence[str],
+        amounts: Sequence[Credit],
+        nonce: int | None = None,
+        replaces: str | None = None,
+    ) -> str:
+        """Sign and send the settlement of one batch: `sign_settle` then `broadcast`."""
+        return self.broadcast(self.sign_settle(batch_id, accounts, amounts, nonce, replaces))
+
+    def sign_settle(
+        self,
+        batch_id: BatchId,
+        accounts: Sequence[str],
+        amounts: Sequence[Credit],
+        nonce: int | None = None,
+        replaces: str | None = None,
+    ) -> SignedTx:
+        """The signed settlement of one batch, not yet sent: record its hash and nonce, then
+        `broadcast` it, so that a crash in between leaves a record of what may be in flight.
+
+        Resending after a crash: pass the recorded `nonce`, and the recorded hash as `replaces`
+        to outbid it if it is still pending; the vault settles a batch id once whatever arrives.
+        """
+        fn = self._settle_fn(batch_id, accounts, amounts)
+        try:
+            return self._sign(fn, nonce=nonce, replaces=replaces)
+        except TransactionRejected:
+            if self.is_settled(batch_id):
+                raise BatchAlreadySettled(f"batch 0x{_bytes32(batch_id).hex()} is settled already") from None
+            raise
+
+    def estimate_settle_gas(
+        self, batch_id: BatchId, accounts: Sequence[str], amounts: Sequence[Credit]
+    ) -> int:
+        with _rpc(TransactionRejected):
+            return self._settle_fn(batch_id, accounts, amounts).estimate_gas({"from": self.operator.address})
+
+    # --- users' transactions (a user-side client, tests, benchmarks) ----------------------
+
+    def deposit(self, user: LocalAccount, amount: Credit) -> str:
+        """approve (when the allowance is short) and deposit, both signed by `user`."""
+        self._ensure_allowance(user, amount)
+        return self._send(self._vault_c.functions.deposit(amount), sender=user)
+
+    def request_withdrawal(self, user: LocalAccount, amount: Credit) -> str:
+        return self._send(self._vault_c.functions.request_withdrawal(amount), sender=user)
+
+    def withdraw(self, user: LocalAccount) -> str:
+        return self._send(self._vault_c.functions.withdraw(), sender=user)
+
+    # --- receipts --------------------------------------------------------------------------
+
+    def wait_confirmed(self, tx_hash: str, timeout_s: float | None = None) -> Receipt:
+        """The receipt once `confirmations` blocks include it; raise if it reverted or took too long."""
+        deadline = time.monotonic() + (self.receipt_timeout_s if timeout_s is None else timeout_s)
+        while True:
+            receipt = self._confirmed_receipt(tx_hash)
+            if receipt is not None:
+                if not receipt.succeeded:
+                    raise TransactionReverted(receipt)
+                return receipt
+            if time.monotonic() >= deadline:
+                raise ReceiptTimeout(f"transaction {tx_hash} not confirmed within the timeout")
+            time.sleep(self.poll_interval_s)
+
+    def receipt_of(self, tx_hash: str) -> Receipt | None:
+        """The receipt if the transaction is mined (at any depth), else None."""
+        with _rpc():
+            try:
+                return receipt_from_web3(self.w3.eth.get_transaction_receipt(HexBytes(tx_hash)))
+            except TransactionNotFound:
+                return None
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def deposit_of(self, account: str) -> Credit:
+        return Credit(_call(self._vault_c.functions.deposits(Web3.to_checksum_address(account))))
+
+    def credit_balance_of(self, account: str) -> Credit:
+        return Credit(_call(self._credit_c.functions.balanceOf(Web3.to_checksum_address(account))))
+
+    def pending_withdrawal_of(self, account: str) -> PendingWithdrawal:
+        address = Web3.to_checksum_address(account)
+        amount = _call(self._vault_c.functions.pending_withdrawal(address))
+        return PendingWithdrawal(Credit(amount), _call(self._vault_c.functions.withdrawable_at(address)))
+
+    def treasury(self) -> str:
+        treasury: str = _call(self._vault_c.functions.treasury())
+        return treasury
+
+    def is_settled(self, batch_id: BatchId) -> bool:
+        return bool(_call(self._vault_c.functions.is_settled(_bytes32(batch_id))))
+
+    def credit_nonce(self, owner: str) -> int:
+        """The owner's next EIP-2612 permit nonce."""
+        return int(_call(self._credit_c.functions.nonces(Web3.to_checksum_address(owner))))
+
+    def permit_domain(self) -> PermitDomain:
+        # EIP-5267: (fields, name, version, chainId, verifyingContract, salt, extensions)
+        _, name, version, chain_id, contract, _, _ = _call(self._credit_c.functions.eip712Domain())
+        return PermitDomain(name, version, chain_id, contract)
+
+    # --- events ----------------------------------------------------------------------------
+
+    def vault_events(
+        self, name: str, from_block: int | None = None, to_block: int | None = None
+    ) -> list[VaultEvent]:
+        """Every `name` event of the vault in [from_block, to_block] (default: deployment to head)."""
+        start = self.deployment.block if from_block is None else from_block
+        end = self.block_number() if to_block is None else to_block
+        event = self._vault_c.events[name]()
+        found: list[VaultEvent] = []
+        for low in range(start, end + 1, _LOG_RANGE_BLOCKS):
+            high = min(end, low + _LOG_RANGE_BLOCKS - 1)
+            with _rpc():
+                found.extend(
+                    vault_event_from_web3(log) for log in event.get_logs(from_block=low, to_block=high)
+                )
+        return found
+
+    def settled_events(
+        self, from_block: int | None = None, to_block: int | None = None
+    ) -> list[SettledEvent]:
+        return [settled(e) for e in self.vault_events("Settled", from_block, to_block)]
+
+    def charged_events(
+        self, from_block: int | None = None, to_block: int | None = None
+    ) -> list[ChargedEvent]:
+        return [charged(e) for e in self.vault_events("Charged", from_block, to_block)]
+
+    def shortfall_events(
+        self, from_block: int | None = None, to_block: int | None = None
+    ) -> list[ShortfallEvent]:
+        return [shortfall(e) for e in self.vault_events("Shortfall", from_block, to_block)]
+
+    # --- internals -------------------------------------------------------------------------
+
+    @property
+    def _credit_c(self) -> Contract:
+        if self._credit is None:
+            raise NotDeployed(_NO_DEPLOYMENT)
+        return self._credit
+
+    @property
+    def _vault_c(self) -> Contract:
+        if self._vault is None:
+            raise NotDeployed(_NO_DEPLOYMENT)
+        return self._vault
+
+    def _contract(self, compiled: CompiledContract, address: str) -> Contract:
+        return self.w3.eth.contract(address=Web3.to_checksum_address(address), abi=compiled.abi)
+
+    def _factory(self, compiled: CompiledContract) -> type[Contract]:
+        return self.w3.eth.contract(abi=compiled.abi, bytecode=compiled.bytecode)
+
+    def _settle_fn(
+        self, batch_id: BatchId, accounts: Sequence[str], amounts: Sequence[Credit]
+    ) -> ContractFunction:
+        if len(accounts) != len(amounts):
+            raise ValueError(f"{len(accounts)} accounts but {len(amounts)} amounts")
+        if len(accounts) > MAX_BATCH_ACCOUNTS:
+            raise ValueError(f"{len(accounts)} accounts in one batch; the vault takes {MAX_BATCH_ACCOUNTS}")
+        addresses = [Web3.to_checksum_address(a) for a in accounts]
+        return self._vault_c.functions.settle(_bytes32(batch_id), addresses, list(amounts))
+
+    def _ensure_allowance(self, owner: LocalAccount, amount: Credit, approve: int | None = None) -> None:
+        spender = self.deployment.vault
+        allowance = _call(self._credit_c.functions.allowance(owner.address, spender))
+        if allowance < amount:
+            fn = self._credit_c.functions.approve(spender, amount if approve is None else approve)
+            self.wait_confirmed(self._send(fn, sender=owner))
+
+    def _send(
+        self,
+        fn: _Callable,
+        sender: LocalAccount | None = None,
+        nonce: int | None = None,
+        replaces: str | None = None,
+    ) -> str:
+        # Only a nonce read here can be read again; a caller's own nonce is the caller's to fix.
+        for attempt in range(1, NONCE_ATTEMPTS + 1):
+            try:
+                return self.broadcast(self._sign(fn, sender, nonce, replaces))
+            except NonceTaken:
+                if nonce is not None or attempt == NONCE_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _sign(
+        self,
+        fn: _Callable,
+        sender: LocalAccount | None = None,
+        nonce: int | None = None,
+        replaces: str | None = None,
+    ) -> SignedTx:
+        account = sender or self.operator
+        with _rpc(TransactionRejected):
+            if nonce is None:
+                nonce = self.w3.eth.get_transaction_count(account.address, "pending")
+            gas = fn.estimate_gas({"from": account.address})
+            fees = self._fees(replaces)
+            params: TxParams = {
+                "from": account.address,
+                "chainId": self.chain_id,
+                "nonce": Nonce(nonce),
+                "gas": gas * (100 + _GAS_MARGIN_PCT) // 100,
+                "maxFeePerGas": Wei(fees.max_fee_per_gas),
+                "maxPriorityFeePerGas": Wei(fees.max_priority_fee_per_gas),
+            }
+            signed = account.sign_transaction(fn.build_transaction(params))  # type: ignore[arg-type]
+        return SignedTx(signed.hash.to_0x_hex(), nonce, bytes(signed.raw_transaction))
+
+    def broadcast(self, signed: SignedTx) -> str:
+        """Send a signed transaction; its hash. Sending the same one twice is no error."""
+        with _rpc(TransactionRejected):
+            try:
+                self.w3.eth.send_raw_transaction(signed.raw)
+            except Web3RPCError as exc:
+                # A resend of the very same signed transaction (same nonce, fees and data): it
+                # is in the pool already, which is what the caller wanted.
+                if _ALREADY_KNOWN.search(str(exc)):
+                    return signed.tx_hash
+                if _NONCE_TAKEN.search(str(exc)):
+                    raise NonceTaken(str(exc)) from exc
+                raise
+        return signed.tx_hash
+
+    def _fees(self, replaces: str | None) -> Fees:
+        base_fee = self.w3.eth.get_block("latest").get("baseFeePerGas", 0)
+        tip = self.w3.eth.max_priority_fee
+        # Twice the base fee survives six full blocks of base-fee increases before it stalls.
+        fees = Fees(2 * base_fee + tip, tip)
+        if replaces is not None:
+            try:
+                old = self.w3.eth.get_transaction(HexBytes(replaces))
+            except TransactionNotFound:
+                return fees  # dropped from the pool: nothing to outbid
+            previous = Fees(old.get("maxFeePerGas", 0), old.get("maxPriorityFeePerGas", 0))
+            fees = fees.at_least(previous.bumped())
+        return fees
+
+    def _request(self, method: str, params: list[Any]) -> Any:
+        """A raw JSON-RPC call: only for DevChain's anvil-only methods."""
+        with _rpc():
+            response = self.w3.provider.make_request(RPCEndpoint(method), params)
+        if "error" in response:
+            raise ChainError(f"{method}: {response['error']}")
+        return response.get("result")
+
+    def _confirmed_receipt(self, tx_hash: str) -> Receipt | None:
+        receipt = self.receipt_of(tx_hash)
+        if receipt is None or self.block_number() - receipt.block_number + 1 < self.confirmations:
+            return None
+        # A reorg may have moved the transaction meanwhile; count depth from where it is now.
+        again = self.receipt_of(tx_hash)
+        return again if again is not None and again.block_hash == receipt.block_hash else None
+
+
+def connect(config: FleetConfig, signing: bool = True) -> Chain:
+    """A Chain for the configured endpoint, operator key and (when written) deployment file.
+
+    A reader (`signing=False`: the gateway, the token manager's balances) gets a fresh key with
+    no funds and no role instead of the operator's, so it never needs the keystore password.
+    """
+    chain = Chain(
+        config.chain.rpc_url,
+        config.chain.chain_id,
+        operator_account(config.chain) if signing else Account.create(),
+        confirmations=config.chain.confirmations,
+        receipt_timeout_s=config.chain.receipt_timeout_s,
+    )
+    if config.chain.deployment_file.exists():
+        chain.use(Deployment.load(config.chain.deployment_file))
+    return chain
+
+
+@contextmanager
+def _rpc(refused: type[ChainError] = ChainError) -> Iterator[None]:
+    """Translate web3's and the transport's errors into the ChainError tree."""
+    try:
+        yield
+    except ContractLogicError as exc:
+        raise TransactionRejected(f"the contract reverts: {exc}") from exc
+    except (RequestTimedOut, TooManyRequests, ProviderConnectionError) as exc:
+        raise ChainUnavailable(str(exc)) from exc
+    except Web3RPCError as exc:
+        raise refused(str(exc)) from exc
+    except OSError as exc:
+        # requests' errors (refused, reset, timed out, HTTP 5xx) are all OSErrors.
+        raise ChainUnavailable(str(exc)) from exc
+
+
+def _call(fn: ContractFunction) -> Any:
+    with _rpc():
+        return fn.call()
+
+
+def _bytes32(batch_id: BatchId) -> bytes:
+    raw = bytes.fromhex(batch_id.removeprefix("0x")) if isinstance(batch_id, str) else batch_id
+    if len(raw) != 32:
+        raise ValueError(f"a batch id is 32 bytes, not {len(raw)}")
+    return raw

@@ -1,0 +1,57 @@
+"""The development chain's own RPC methods, and the contracts deployed on it once.
+
+Nothing here runs against a production endpoint: `DevChain` adds anvil-only methods (time
+travel, mining, ether from nowhere) for tests and the dev faucet; `tritonfleet chain`
+(`command.py`) runs anvil only when `chain.dev` is on.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from tritonfleet.payments.chain.client import Chain
+from tritonfleet.payments.chain.deployment import Deployment
+
+log = logging.getLogger(__name__)
+
+
+class DevChain(Chain):
+    """A Chain on anvil, with anvil's development methods."""
+
+    def increase_time(self, seconds: int) -> None:
+        """Move the chain's clock forward and mine a block that carries the new time."""
+        self._request("evm_increaseTime", [seconds])
+        self.mine()
+
+    def mine(self, blocks: int = 1) -> None:
+        self._request("anvil_mine", [hex(blocks)])
+
+    def set_automine(self, enabled: bool) -> None:
+        """Off: transactions wait in the pool until `mine`, as on a real chain."""
+        self._request("evm_setAutomine", [enabled])
+
+    def set_balance(self, address: str, wei: int) -> None:
+        self._request("anvil_setBalance", [address, hex(wei)])
+
+    def latest_timestamp(self) -> int:
+        block = self._request("eth_getBlockByNumber", ["latest", False])
+        return int(block["timestamp"], 16)
+
+
+def ensure_deployed(
+    chain: Chain, deployment_file: Path, withdrawal_delay_s: int, treasury: str
+) -> Deployment:
+    """The deployment in `deployment_file` if its contracts are on this chain, else a new one."""
+    if deployment_file.exists():
+        deployment = Deployment.load(deployment_file)
+        if deployment.chain_id == chain.chain_id and all(
+            chain.has_code(address) for address in (deployment.credit, deployment.vault)
+        ):
+            chain.use(deployment)
+            return deployment
+        log.info("no contracts at the recorded addresses; deploying", extra={"file": str(deployment_file)})
+    deployment = chain.deploy(withdrawal_delay_s, treasury)
+    deployment.save(deployment_file)
+    log.info("contracts deployed", extra={"credit": deployment.credit, "vault": deployment.vault})
+    return deployment

@@ -1,0 +1,76 @@
+"""`tritonfleet settler` and `tritonfleet reconcile`: the settler's two commands.
+
+`serve` settles committed charges every `settler.interval_s`, or sooner once
+`settler.max_charges` are waiting, until SIGINT/SIGTERM. `reconcile` lists every mismatch
+between the ledger's settlements and the vault's events; exit status 1 when there is any, so
+that it can run from cron or CI.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+
+from tritonfleet.config import FleetConfig, Settlement
+from tritonfleet.payments.chain.client import ChainError, connect
+from tritonfleet.payments.ledger.database import default_ledger_url
+from tritonfleet.payments.ledger.states import BatchState
+from tritonfleet.payments.ledger.store import Ledger
+from tritonfleet.settler.reconcile import compare
+from tritonfleet.settler.service import Settler
+
+log = logging.getLogger(__name__)
+
+# How often the settler looks whether enough charges wait to settle before the interval ends.
+CHECK_S = 1.0
+# Far more batches than one ledger holds; reconcile reads them all.
+ALL_BATCHES = 10**9
+
+
+def serve(config: FleetConfig) -> int:
+    settings = config.settler
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    per_request = settings.settlement is Settlement.PER_REQUEST
+    with Ledger.open(default_ledger_url(config)) as ledger:
+        settler = Settler(ledger, connect(config), max_charges=1 if per_request else settings.max_charges)
+        log.info(
+            "settler running",
+            extra={"settlement": settings.settlement, "interval_s": settings.interval_s},
+        )
+        last_s = 0.0
+        while not stop.is_set():
+            due = time.monotonic() - last_s >= settings.interval_s
+            if due or per_request or ledger.committed_count() >= settings.max_charges:
+                settler.settle_pending()
+                last_s = time.monotonic()
+            stop.wait(CHECK_S)
+    log.info("settler stopped")
+    return 0
+
+
+def reconcile(config: FleetConfig) -> int:
+    with Ledger.open(default_ledger_url(config)) as ledger:
+        batches = ledger.settlements(limit=ALL_BATCHES)
+    chain = connect(config, signing=False)
+    try:
+        problems = compare(batches, chain.settled_events(), chain.charged_events(), chain.shortfall_events())
+    except ChainError as exc:
+        print(f"tritonfleet reconcile: cannot read the chain: {exc}", file=sys.stderr)
+        return 2
+    for line in problems:
+        print(line)
+    confirmed = [batch for batch in batches if batch.state is BatchState.CONFIRMED]
+    total = sum(batch.amount for batch in confirmed)
+    verdict = "MISMATCH" if problems else "ledger and chain agree"
+    print(f"{verdict}: {len(confirmed)} settled batches, {total} credit settled, {len(problems)} problems")
+    return 1 if problems else 0

@@ -1,0 +1,144 @@
+"""`tritonfleet token-manager`: sign-in with Ethereum, API keys, balances, prices, usage, faucet.
+
+The original design's `ethereum/token-manager`, as a FastAPI service. A user proves they own an
+address by signing a challenge (`signin`); the key issued in return is stored as a hash only,
+and no private key of a user ever reaches us. The service holds no state of its own: keys and
+usage are in the ledger, deposits on chain, reservations in flight in the gateway's memory.
+
+    token_manager_routes    the endpoints          token_manager_service   what they do
+    token_manager_api       the HTTP bodies        token_manager_errors    its error tree
+    token_manager_gateway   the gateway's credit   token_manager_metrics   Prometheus
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException
+
+from tritonfleet import __version__
+from tritonfleet.config import FleetConfig
+from tritonfleet.payments.chain.client import Chain, connect
+from tritonfleet.payments.errors import PaymentsError
+from tritonfleet.payments.ledger.database import default_ledger_url
+from tritonfleet.payments.ledger.store import Ledger
+from tritonfleet.payments.signin import ChallengeStore
+from tritonfleet.protocol import ErrorBody
+from tritonfleet.serving import ControlPlaneApp, HttpMetricsMiddleware, serve_asgi
+from tritonfleet.token_manager.errors import TokenManagerError
+from tritonfleet.token_manager.gateway_credit import GatewayCredit
+from tritonfleet.token_manager.metrics import TokenManagerMetrics
+from tritonfleet.token_manager.routes import account, auth, ops, public
+from tritonfleet.token_manager.service import TokenManager
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    config: FleetConfig,
+    *,
+    ledger: Ledger | None = None,
+    chain: Chain | None = None,
+    clock: Callable[[], float] = time.time,
+    gateway_client: httpx.AsyncClient | None = None,
+) -> FastAPI:
+    """The token manager's app. What is passed in stays the caller's to close; what the app
+    opens itself (the ledger, the gateway client) it closes at the end of its lifespan."""
+    owned = AsyncExitStack()
+    chain = chain if chain is not None else connect(config)
+    if ledger is None:
+        ledger = Ledger.open(default_ledger_url(config), clock)
+        owned.callback(ledger.close)
+    manager = TokenManager(
+        config,
+        ledger,
+        chain,
+        _challenges(config, clock),
+        _gateway(config, gateway_client, owned),
+        TokenManagerMetrics(),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with owned:
+            yield
+
+    app = ControlPlaneApp(title="TritonFleet token manager", version=__version__, lifespan=lifespan)
+    app.state.token_manager = manager
+    for router in (auth, account, public, ops):
+        app.include_router(router)
+    app.add_middleware(HttpMetricsMiddleware, metrics=manager.metrics.http)
+    _install_error_handlers(app)
+    return app
+
+
+def serve(config: FleetConfig) -> int:
+    try:
+        app = create_app(config)
+    except SQLAlchemyError as exc:
+        print(f"tritonfleet token-manager: cannot open the ledger: {exc}", file=sys.stderr)
+        return 1
+    settings = config.token_manager
+    log.info(
+        "token manager starting",
+        extra={"host": settings.host, "port": settings.port, "rpc_url": config.chain.rpc_url},
+    )
+    serve_asgi(app, settings.host, settings.port)
+    return 0
+
+
+def _challenges(config: FleetConfig, clock: Callable[[], float]) -> ChallengeStore:
+    # EIP-4361's domain and URI name the service that asks for the signature: this one.
+    authority = f"{config.token_manager.host}:{config.token_manager.port}"
+    return ChallengeStore(
+        authority, f"http://{authority}", config.chain.chain_id, config.token_manager.challenge_ttl_s, clock
+    )
+
+
+def _gateway(
+    config: FleetConfig, client: httpx.AsyncClient | None, owned: AsyncExitStack
+) -> GatewayCredit | None:
+    if not config.token_manager.gateway_url:
+        return None
+    if client is None:
+        client = httpx.AsyncClient()
+        owned.push_async_callback(client.aclose)
+    return GatewayCredit(config.token_manager.gateway_url, client)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(TokenManagerError, _on_error)  # type: ignore[arg-type]
+    # The payments library's (a key registered twice, a failed sign-in, ...).
+    app.add_exception_handler(PaymentsError, _on_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _on_invalid)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _on_http_error)  # type: ignore[arg-type]
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(ErrorBody(error=message).model_dump(), status_code=status, headers=headers)
+
+
+async def _on_error(_request: Request, exc: TokenManagerError | PaymentsError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return _error(exc.status, str(exc), headers)
+
+
+async def _on_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = [
+        f"{'.'.join(str(part) for part in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
+        for err in exc.errors()
+    ]
+    return _error(400, "invalid request: " + "; ".join(problems))
+
+
+async def _on_http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    return _error(exc.status_code, str(exc.detail), exc.headers)

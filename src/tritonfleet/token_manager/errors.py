@@ -1,0 +1,71 @@
+"""Errors of the token manager, each carrying the HTTP status it is answered with."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tritonfleet.payments.chain.client import ChainError, ChainUnavailable, NotDeployed, ReceiptTimeout
+
+
+class TokenManagerError(Exception):
+    """Root of the token manager's own errors (the payments library's, sign-in's included, are
+    answered the same way).
+
+    TokenManagerError (500)
+    ├── BadParameter (400)      a malformed cursor or amount
+    ├── SignInRequired (401)    a missing, unknown or revoked API key
+    ├── FaucetClosed (403)      the faucet on a chain that is not a development chain
+    ├── KeyNotFound (404)       no key of the caller's has this key id
+    └── ChainFailed (502)       the chain refused or failed a call
+        ├── ChainDown (503)     the chain is unreachable, or its contracts are unknown
+        └── ChainTimeout (504)  a faucet transaction was not confirmed in time
+    """
+
+    status = 500
+
+
+class BadParameter(TokenManagerError):
+    status = 400
+
+
+class SignInRequired(TokenManagerError):
+    status = 401
+
+
+class FaucetClosed(TokenManagerError):
+    status = 403
+
+
+class KeyNotFound(TokenManagerError):
+    status = 404
+
+
+class ChainFailed(TokenManagerError):
+    status = 502
+
+
+class ChainDown(ChainFailed):
+    status = 503
+
+
+class ChainTimeout(ChainFailed):
+    status = 504
+
+
+@contextmanager
+def chain_errors(rpc_url: str) -> Iterator[None]:
+    """Translate the chain wrapper's errors into answers a user can act on."""
+    try:
+        yield
+    except ChainUnavailable as exc:
+        raise ChainDown(
+            f"the chain at {rpc_url} is unreachable, so on-chain balances are unknown for now "
+            f"(inference is still served): {exc}"
+        ) from exc
+    except NotDeployed as exc:
+        raise ChainDown(f"the payment contracts are not known on {rpc_url}: {exc}") from exc
+    except ReceiptTimeout as exc:
+        raise ChainTimeout(str(exc)) from exc
+    except ChainError as exc:
+        raise ChainFailed(f"the chain at {rpc_url} refused the call: {exc}") from exc

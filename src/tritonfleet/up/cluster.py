@@ -1,0 +1,212 @@
+"""A whole cluster on one machine: what `tritonfleet up` runs, and the end-to-end tests too.
+
+One health checker, one scheduler, one gateway and N nodes, each its own process running the
+very commands a multi-machine deployment runs. State (token, logs) lives under `.tritonfleet/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tritonfleet.config import FleetConfig, NodeConfig, to_env
+from tritonfleet.processes import ServiceProcess, wait_http_ok
+from tritonfleet.protocol import NodeView
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    node_id: str
+    # Keys of [node] to set for this node only (its own model repository, say).
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def ensure_token(state_dir: Path) -> Path:
+    """The development cluster token, generated once and readable by its owner only."""
+    path = state_dir / "cluster_token"
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32))
+    return path
+
+
+class LocalCluster:
+    """Starts the services in dependency order, waits until each is ready, stops them in reverse."""
+
+    def __init__(
+        self, config: FleetConfig, state_dir: Path, nodes: Sequence[NodeSpec], with_web: bool = False
+    ) -> None:
+        self.config = config
+        self.state_dir = state_dir
+        self.node_specs = list(nodes)
+        self.env = {**os.environ, **to_env(config)}
+        # The gateway asks the scheduler this cluster runs, wherever its port was moved.
+        self.env["TRITONFLEET_GATEWAY_SCHEDULER_URL"] = self.scheduler_url
+        self.env["TRITONFLEET_TOKEN_MANAGER_GATEWAY_URL"] = self.gateway_url
+        self.env["TRITONFLEET_WEB_GATEWAY_URL"] = self.gateway_url
+        self.env["TRITONFLEET_WEB_TOKEN_MANAGER_URL"] = self.token_manager_url
+        if config.cluster.token is None and config.cluster.token_file is None:
+            self.env["TRITONFLEET_CLUSTER_TOKEN_FILE"] = str(ensure_token(state_dir).resolve())
+        self.health = self._service("health-checker")
+        self.scheduler = self._service("scheduler")
+        self.gateway = self._service("gateway")
+        self.nodes = {spec.node_id: self._node(spec) for spec in self.node_specs}
+        paid = config.payments.enabled
+        self.chain = self._service("chain") if paid and config.chain.dev else None
+        self.token_manager = self._service("token-manager") if paid else None
+        self.settler = self._service("settler") if paid else None
+        self.web = self._service("web") if with_web else None
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.config.gateway.host}:{self.config.gateway.port}"
+
+    @property
+    def scheduler_url(self) -> str:
+        return f"http://{self.config.scheduler.host}:{self.config.scheduler.port}"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.config.web.host}:{self.config.web.port}"
+
+    @property
+    def token_manager_url(self) -> str:
+        return f"http://{self.config.token_manager.host}:{self.config.token_manager.port}"
+
+    @property
+    def health_url(self) -> str:
+        return self.config.cluster.health_urls[0]
+
+    def processes(self) -> list[ServiceProcess]:
+        """In start order; stopped in reverse."""
+        return [proc for tier in self._tiers() for proc in tier]
+
+    def _tiers(self) -> list[list[ServiceProcess]]:
+        """Groups started in this order (each needs the ones before) and stopped in reverse."""
+        payments = [p for p in (self.token_manager, self.settler) if p is not None]
+        chain = [self.chain] if self.chain is not None else []
+        web = [self.web] if self.web is not None else []
+        return [
+            [self.health],
+            chain,
+            [self.scheduler, *payments],
+            list(self.nodes.values()),
+            [self.gateway, *web],
+        ]
+
+    def start(self, timeout_s: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        self.health.start()
+        wait_http_ok(f"{self.health_url}/healthz", timeout_s, self.health)
+        if self.chain is not None:
+            self.chain.start()
+            self._wait(self._chain_deployed, timeout_s, "the chain did not come up", self.chain)
+        for proc in (self.scheduler, *self.nodes.values(), self.gateway):
+            proc.start()
+        for extra in (self.token_manager, self.settler, self.web):
+            if extra is not None:
+                extra.start()
+        if self.token_manager is not None:
+            wait_http_ok(f"{self.token_manager_url}/healthz", timeout_s, self.token_manager)
+        wait_http_ok(f"{self.scheduler_url}/healthz", timeout_s, self.scheduler)
+        wait_http_ok(f"{self.gateway_url}/healthz", timeout_s, self.gateway)
+        if self.web is not None:
+            wait_http_ok(f"{self.web_url}/healthz", timeout_s, self.web)
+        for node_id in self.nodes:
+            self.wait_node(node_id, deadline - time.monotonic())
+        self.wait_gateway_sees(set(self.nodes), deadline - time.monotonic())
+        # A gateway with a remote scheduler routes by the scheduler service's view, watched apart.
+        self._wait(
+            lambda: self._schedulable(f"{self.scheduler_url}/v1/nodes") == set(self.nodes),
+            deadline - time.monotonic(),
+            f"the scheduler service did not see nodes {sorted(self.nodes)}",
+            self.scheduler,
+        )
+
+    def wait_node(self, node_id: str, timeout_s: float) -> None:
+        """Until the health checker lists the node healthy and ready."""
+        self._wait(
+            lambda: node_id in self._schedulable(f"{self.health_url}/v1/nodes"),
+            timeout_s,
+            f"node {node_id} did not become ready",
+            self.nodes[node_id],
+        )
+
+    def wait_gateway_sees(self, node_ids: set[str], timeout_s: float) -> None:
+        """Until the gateway routes to exactly these nodes."""
+        self._wait(
+            lambda: self._schedulable(f"{self.gateway_url}/v1/nodes") == node_ids,
+            timeout_s,
+            f"the gateway did not see nodes {sorted(node_ids)}",
+            self.gateway,
+        )
+
+    def stop(self) -> None:
+        """Reverse order: the entry point first, so no new request reaches a stopping node;
+        the nodes drain side by side."""
+        for tier in reversed(self._tiers()):
+            for proc in tier:
+                proc.signal(signal.SIGTERM)
+            for proc in tier:
+                proc.wait_or_kill(timeout_s=self.config.node.drain_timeout_s + 10)
+
+    def died(self) -> list[ServiceProcess]:
+        return [proc for proc in self.processes() if proc.proc is not None and not proc.alive()]
+
+    def _service(self, command: str) -> ServiceProcess:
+        argv = [sys.executable, "-m", "tritonfleet", command]
+        return ServiceProcess(command, argv, self.env, self.state_dir / "logs" / f"{command}.log")
+
+    def _node(self, spec: NodeSpec) -> ServiceProcess:
+        overrides = {"node_id": spec.node_id, "log_dir": str(self.state_dir / "logs"), **spec.overrides}
+        env = dict(self.env)
+        for key, value in overrides.items():
+            assert key in NodeConfig.model_fields, key
+            env[f"TRITONFLEET_NODE_{key.upper()}"] = str(value)
+        argv = [sys.executable, "-m", "tritonfleet", "node"]
+        return ServiceProcess(spec.node_id, argv, env, self.state_dir / "logs" / f"{spec.node_id}.log")
+
+    def _chain_deployed(self) -> bool:
+        """The dev chain answers JSON-RPC and its deployment file is written."""
+        try:
+            answer = httpx.post(
+                self.config.chain.rpc_url,
+                json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"},
+                timeout=1.0,
+            )
+        except httpx.HTTPError:
+            return False
+        return answer.status_code == 200 and self.config.chain.deployment_file.exists()
+
+    @staticmethod
+    def _schedulable(url: str) -> set[str]:
+        try:
+            answer = httpx.get(url, timeout=2.0).json()
+            nodes = [NodeView.model_validate(node) for node in answer["nodes"]]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return set()
+        return {node.node_id for node in nodes if node.schedulable}
+
+    @staticmethod
+    def _wait(done: Any, timeout_s: float, what: str, proc: ServiceProcess) -> None:
+        deadline = time.monotonic() + max(timeout_s, 0)
+        while not done():
+            if not proc.alive():
+                raise RuntimeError(f"{proc.name} exited; its log ends:\n{proc.tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} within the time allowed; log of {proc.name}:\n{proc.tail()}")
+            time.sleep(0.1)
