@@ -74,3 +74,43 @@ def test_to_env_round_trips_everything_but_secrets(tmp_path: Path) -> None:
     assert again.gateway.port == 1234
     assert again.cluster.health_urls == ["http://x:1", "http://y:2"]
     assert again.model_dump(exclude={"cluster"}) == config.model_dump(exclude={"cluster"})
+
+
+def test_a_key_that_moved_to_another_section_is_an_error_naming_its_new_place(tmp_path: Path) -> None:
+    toml = tmp_path / "fleet.toml"
+    toml.write_text("[payments]\nport = 9083\n")
+    with pytest.raises(ConfigError, match=r"payments\.port .*set port in \[token_manager\]"):
+        load_config(toml, env={})
+    with pytest.raises(ConfigError, match=r"payments\.settle_interval_s .*set interval_s in \[settler\]"):
+        load_config(None, env={"TRITONFLEET_PAYMENTS_SETTLE_INTERVAL_S": "3"})
+
+
+def test_sections_whose_names_hold_underscores_are_read_from_the_environment() -> None:
+    config = load_config(
+        None, env={"TRITONFLEET_TOKEN_MANAGER_PORT": "9183", "TRITONFLEET_SETTLER_MAX_CHARGES": "7"}
+    )
+    assert (config.token_manager.port, config.settler.max_charges) == (9183, 7)
+    assert load_config(None, env=to_env(config)).token_manager.port == 9183
+
+
+def test_every_command_has_a_flag_for_each_key_of_the_sections_it_reads() -> None:
+    args = build_parser().parse_args(
+        [
+            "gateway",
+            "--fan-out-timeout-s",
+            "2.5",
+            "--health-watch-timeout-s",
+            "4",
+            "--payments-refresh-s",
+            "0.5",
+            "--token-manager-port",
+            "9183",
+        ]
+    )
+    config = parse_config(args)
+    assert config.gateway.fan_out_timeout_s == 2.5 and config.health.watch_timeout_s == 4
+    assert config.payments.refresh_s == 0.5 and config.token_manager.port == 9183
+    settler = parse_config(
+        build_parser().parse_args(["settler", "--interval-s", "3", "--chain-confirmations", "2"])
+    )
+    assert settler.settler.interval_s == 3 and settler.chain.confirmations == 2

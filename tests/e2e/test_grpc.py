@@ -377,7 +377,7 @@ def test_a_killed_node_ends_its_stream_with_unavailable_and_unary_calls_go_elsew
             loader.join()
     assert ended.value.code() is grpc.StatusCode.UNAVAILABLE
     assert f"node {victim} failed during the stream" in str(ended.value.details())
-    assert 3 <= len(received) < 200
+    assert len(received) < 200, "the stream ended with its node, instead of running on"
     assert failures == [], "every unary call was served, by another node if need be"
 
     stream = Stream(gateway)

@@ -27,9 +27,14 @@ class CountingChain(DevChain):
 
 
 @pytest.fixture
-async def paid(chain: DevChain, tmp_path: Path) -> AsyncIterator[PaidPath]:
+def counting(chain: DevChain) -> CountingChain:
     counting = CountingChain(chain.rpc_url, chain.chain_id, Account.create())
     counting.use(chain.deployment)
+    return counting
+
+
+@pytest.fixture
+async def paid(counting: CountingChain, tmp_path: Path) -> AsyncIterator[PaidPath]:
     url = sqlite_url(tmp_path / "ledger.db")
     with Ledger.open(url) as ledger:
         path = PaidPath(PaymentsConfig(), url, ledger, counting, "Deposit credit.")
@@ -37,12 +42,12 @@ async def paid(chain: DevChain, tmp_path: Path) -> AsyncIterator[PaidPath]:
         await path.writer.aclose()
 
 
-async def test_deposits_are_read_again_only_after_a_new_block(chain: DevChain, paid: PaidPath) -> None:
+async def test_deposits_are_read_again_only_after_a_new_block(
+    chain: DevChain, counting: CountingChain, paid: PaidPath
+) -> None:
     alice = depositor(chain, 70)
     key, key_hash = new_api_key()
     paid.ledger.add_api_key(key_hash, alice.address)
-    counting = paid.chain
-    assert isinstance(counting, CountingChain)
 
     await paid.refresh()
     assert paid.authenticate(f"Bearer {key}").account == alice.address

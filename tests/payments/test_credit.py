@@ -94,7 +94,19 @@ def test_settling_more_than_is_known_floors_at_zero() -> None:
     book = book_with(5)
     book.settled("alice", Credit(8))
     snap = book.snapshot("alice")
-    assert (snap.deposit, snap.unsettled) == (0, 0)
+    assert (snap.deposit, snap.unsettled, snap.available) == (0, 0, 0)
+
+
+def test_available_credit_below_zero_refuses_every_priced_request_and_says_how_much_is_missing() -> None:
+    book = book_with(5)
+    book.reserve("alice", "r1", Credit(3))
+    # Another gateway's charges settled: the vault took more than this book knew of.
+    book.settled("alice", Credit(8))
+    assert book.snapshot("alice").available == -3
+    with pytest.raises(InsufficientCredit) as raised:
+        book.reserve("alice", "r2", Credit(1))
+    assert (raised.value.available, raised.value.missing) == (-3, 4)
+    book.reserve("alice", "r3", Credit(0))  # a free model still passes
 
 
 def test_loading_unsettled_replaces_every_account() -> None:
@@ -108,8 +120,10 @@ def test_loading_unsettled_replaces_every_account() -> None:
 def test_a_pending_withdrawal_is_not_spendable() -> None:
     book = book_with(10)
     book.set_pending_withdrawal("alice", Credit(8))
-    with pytest.raises(InsufficientCredit):
+    with pytest.raises(InsufficientCredit) as raised:
         book.reserve("alice", "r1", Credit(3))
+    assert (raised.value.available, raised.value.missing) == (2, 1)
+    assert book.snapshot("alice").reserved == 0
 
 
 async def test_500_racing_reservations_get_exactly_the_deposit_and_no_more() -> None:
@@ -159,6 +173,5 @@ async def test_500_racing_requests_never_spend_more_than_the_deposit() -> None:
     snap = book.snapshot("alice")
     assert snap.reserved == 0
     assert snap.unsettled <= deposit
-    assert snap.available == deposit - snap.unsettled >= 0
     assert outcomes.count("refused") > 0 and outcomes.count("charged") > 0
     assert len(outcomes) == 500

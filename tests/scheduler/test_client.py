@@ -25,8 +25,8 @@ def test_a_pick_is_a_frozen_value() -> None:
 async def test_embedded_picks_from_the_watched_nodes_by_route(route: NodeRoute, url: str) -> None:
     checker = FakeHealthChecker([node("a", "m")])
     async with httpx.AsyncClient(transport=FakeNetwork({"checker": checker.app})) as http:
-        async with EmbeddedScheduler(["http://checker"], Policy.P2C, route, http) as scheduler:
-            assert isinstance(scheduler, EmbeddedScheduler)
+        scheduler = EmbeddedScheduler(["http://checker"], Policy.P2C, route, http)
+        async with scheduler:
             assert await scheduler.watcher.wait_for(lambda nodes: bool(nodes), 1.0)
             assert await scheduler.pick("m", "1") == Pick("a", url)
             with pytest.raises(UnknownModel):

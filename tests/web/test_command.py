@@ -33,7 +33,7 @@ def test_generate_returns_the_images_the_node_and_the_cost(client: TestClient, f
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["model"] == "sd" and body["seed"] == 7 and body["node"] == "node-1"
-    assert body["charge"] == 50 and body["credit_remaining"] == 50 and body["latency_ms"] >= 0
+    assert body["charge"] == 50 and body["credit_remaining"] == 50 and "latency_ms" in body
     assert len(body["images"]) == 2 and body["images"][0].startswith("data:image/png;base64,")
     assert fake.infer_requests[0].headers["Authorization"] == AUTH["Authorization"]
 
@@ -42,7 +42,7 @@ def test_a_text_to_image_model_learns_a_time_per_step_for_the_progress_bar(clien
     assert client.get("/api/generate/models").json()["models"] == [{"name": "sd", "per_step_s": None}]
     client.post("/api/generate", json=PROMPT, headers=AUTH)
     (model,) = client.get("/api/generate/models").json()["models"]
-    assert model["per_step_s"] is not None and model["per_step_s"] >= 0
+    assert model["per_step_s"] is not None and model["per_step_s"] > 0
 
 
 @pytest.mark.parametrize(

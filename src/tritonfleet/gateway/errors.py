@@ -4,6 +4,7 @@ meaning (`grpc/errors.py`).
 
 GatewayError (500)
 ├── MalformedRequest (400)    malformed URL, body or message
+│   └── WireError (400)       bytes that are no protobuf message (grpc/wire.py)
 ├── ApiKeyRefused (401)       no API key, or an unknown or revoked one (payments on)
 ├── PaymentRequired (402)     the caller's credit is below the price; carries the figures
 ├── AlreadyCharged (409)      a paid request reused a request id that was charged before
@@ -11,6 +12,7 @@ GatewayError (500)
 ├── BodyTooLarge (413)        body over gateway.max_body_bytes
 ├── Unavailable (503)         no node could serve the request now; comes with Retry-After
 ├── DeadlineExceeded (504)    the request's deadline ran out
+├── NodeFailed (503)          a node gave no answer; routing tries another (routing.py)
 ├── GrpcBindError (500)       the gRPC port could not be bound
 └── GrpcAbort                 a gRPC status with no HTTP twin (grpc/errors.py)
 Scheduler errors (UnknownModel 404, NoNodeAvailable 503) are answered the same way.

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from tritonfleet.gateway.errors import DeadlineExceeded, Unavailable
+from tritonfleet.gateway.errors import DeadlineExceeded, GatewayError, Unavailable
 from tritonfleet.gateway.metrics import GatewayMetrics
 from tritonfleet.scheduler.client import Pick, SchedulerClient
 from tritonfleet.scheduler.errors import NoNodeAvailable
@@ -82,8 +82,10 @@ class Ejector:
         return frozenset(node for node, record in self._records.items() if record.until > now)
 
 
-class NodeFailed(Exception):
+class NodeFailed(GatewayError):
     """The node gave no answer (refused, reset, unavailable): another node may."""
+
+    status = 503
 
 
 class NodeRouting:

@@ -1,5 +1,5 @@
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -7,8 +7,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.fakes import FakeClock
+from tests.gateway.fakes import FakeScheduler
 from tests.scheduler.fakes import node
-from tritonfleet.config import Policy
 from tritonfleet.gateway.errors import Unavailable
 from tritonfleet.gateway.grpc.channels import SERVICE, NodeChannels, channel_options
 from tritonfleet.gateway.grpc.forwarding import GrpcForwarder
@@ -16,32 +16,6 @@ from tritonfleet.gateway.metrics import GatewayMetrics
 from tritonfleet.gateway.routing import Ejector, NodeRouting
 from tritonfleet.net import free_port
 from tritonfleet.protocol import NodeView
-from tritonfleet.scheduler.client import Pick, SchedulerClient
-from tritonfleet.scheduler.core import Scheduler
-
-
-class FakeScheduler(SchedulerClient):
-    """The real round-robin core, without a watcher: the test sets the nodes."""
-
-    def __init__(self, nodes: list[NodeView]) -> None:
-        self.core = Scheduler(Policy.ROUND_ROBIN)
-        self.core.update(nodes)
-
-    async def pick(self, model: str, version: str | None = None, exclude: Collection[str] = ()) -> Pick:
-        chosen = self.core.choose(model, version, exclude)
-        return Pick(chosen.node_id, chosen.triton_http_url)
-
-    def acquire(self, node_id: str) -> None:
-        self.core.acquire(node_id)
-
-    def release(self, node_id: str) -> None:
-        self.core.release(node_id)
-
-    async def start(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
 
 
 @dataclass

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from tritonfleet.gateway.errors import MalformedRequest
+
 # ModelInferRequest / ModelInferResponse (and the name/version of the model-scoped requests).
 MODEL_NAME, MODEL_VERSION, ID, PARAMETERS = 1, 2, 3, 4
 RESPONSE_OUTPUTS = 5
@@ -32,7 +34,7 @@ EMPTY_FINAL_PARAMETER = "triton_enable_empty_final_response"
 FINAL_PARAMETER = "triton_final_response"
 
 
-class WireError(ValueError):
+class WireError(MalformedRequest):
     """The bytes are not a well-formed protobuf message."""
 
 
