@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-# Latency buckets from 0.5 ms (gateway overhead) to a minute (a long image generation).
+# Latency buckets from half a millisecond (the gateway's own overhead) to a minute (a long image
+# generation).
 LATENCY_BUCKETS_S = (
     0.0005,
     0.001,

@@ -9,8 +9,8 @@ import uuid_utils
 def new_request_id() -> str:
     """A UUIDv7 in 32 hex digits: as unique and unguessable as a uuid4, but ordered by time.
 
-    The ledger's primary key index then grows at its end: with random ids every charge wrote
-    a random leaf page, and recording a charge in SQLite took 46-75 µs of CPU instead of 26-28
-    (9 charges a transaction, 60 000 in the table; it gets worse as the table grows).
+    The ledger's primary key index then grows at its end: with random ids every charge writes
+    a random leaf page, which costs more CPU per charge the larger the table grows
+    (docs/benchmarks.md, "Measurements behind the code").
     """
     return uuid_utils.uuid7().hex

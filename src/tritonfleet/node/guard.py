@@ -1,7 +1,8 @@
 """The parent of `tritonserver`, so that no Triton process outlives its manager.
 
 `tritonserver` forks one Python-backend stub per model instance, and a stub notices the death
-of `tritonserver` only seconds later (up to 13 s measured), so a parent-death signal on
+of `tritonserver` only seconds later (docs/benchmarks.md, "Measurements behind the code"), so
+a parent-death signal on
 `tritonserver` alone leaves stubs behind. The manager therefore starts this guard, with SIGHUP
 as its parent-death signal; the guard starts `tritonserver` in a process group of its own, with
 SIGKILL as the parent-death signal of `tritonserver`, and adopts the stubs it orphans

@@ -104,7 +104,7 @@ class RemoteScheduler(SchedulerClient):
     """Asks the scheduler service, `GET /v1/schedule`, once per pick.
 
     On the gateway's aiohttp session, kept alive: this call is on every request's path, where
-    httpx cost 12-15 times aiohttp's CPU per request (bench/overhead.py --stacks).
+    httpx costs many times aiohttp's CPU (docs/benchmarks.md, "Measurements behind the code").
     """
 
     def __init__(

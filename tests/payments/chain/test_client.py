@@ -43,7 +43,7 @@ def manual_mining(chain: DevChain) -> Iterator[None]:
 
 def test_signatures_use_libsecp256k1() -> None:
     # eth-keys falls back to pure-Python curve arithmetic without coincurve, silently: each
-    # settlement's signature then costs ten times the CPU (pyproject.toml).
+    # settlement's signature then costs many times the CPU (pyproject.toml).
     assert isinstance(KeyAPI().backend, CoinCurveECCBackend)
 
 

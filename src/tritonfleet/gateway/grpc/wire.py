@@ -2,8 +2,9 @@
 
 A `ModelInferRequest` carries its tensors in `raw_input_contents`, megabytes that the gateway
 must relay and never look at. Parsing it with a message class, even one declaring only the
-routing fields, copies every unknown field (116 ms for a 128 MB request with protobuf 6's upb);
-stepping over the fields by their length prefixes costs ~2 µs whatever the size. The same
+routing fields, copies every unknown field, at a cost that grows with the tensors; stepping over
+the fields by their length prefixes costs the same whatever the size (docs/benchmarks.md,
+"Measurements behind the code"). The same
 stepping reads the few fields a paid stream needs from each response, and appends fields to a
 serialized message (protobuf keeps the last value of a scalar field, and merges map entries).
 

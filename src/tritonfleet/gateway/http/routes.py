@@ -111,8 +111,8 @@ class HttpRoutes:
             "node": response.headers.get(NODE_HEADER),
             "duration_ms": round(duration_s * 1000, 3),
         }
-        # Logged on the loop's next turn, after aiohttp has written the answer, which the
-        # client need not wait for (measured: docs/benchmarks.md, "the deferred log line").
+        # Logged on the loop's next turn, after aiohttp has written the answer: the client need
+        # not wait for the line's CPU (docs/benchmarks.md, "Measurements behind the code").
         asyncio.get_running_loop().call_soon(partial(log.info, "request", extra=line))
         return response
 

@@ -6,10 +6,10 @@ together as the next group (a line of JSON), recorded in one transaction. So an 
 takes a charge at once, and a busy one N charges for one fsync, not N.
 
 Why a process and not a thread: a writer thread needs the GIL, which the event loop holds
-almost all the time at saturation. Measured with bench/paid.py on 2 cores, a thread took
-~3 ms to wake for a group and ~4 ms to write one that takes 0.5 ms alone, and the paid gateway
-served 0.4 times the unpaid one's requests. The process writes beside the event loop, and the
-loop only encodes a line per group and decodes the answer.
+almost all the time at saturation, so it waits far longer to wake and to write a group than the
+write itself takes, and the paid gateway falls far behind the unpaid one (docs/benchmarks.md,
+"Measurements behind the code"). The process writes beside the event loop, and the loop only
+encodes a line per group and decodes the answer.
 """
 
 from __future__ import annotations
