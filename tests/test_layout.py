@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -80,3 +81,35 @@ def test_every_component_has_its_command_and_the_cli_runs_it() -> None:
     for component in COMPONENTS:
         assert (PACKAGE / component / "command.py").is_file(), component
         assert f"tritonfleet.{component}.command" in targets, component
+
+
+def test_the_architecture_map_names_only_files_and_functions_that_exist() -> None:
+    """Every `file.py` of docs/architecture.md exists; every function a trace row names is
+    defined in that row's file (`Class.method` or `function`)."""
+    doc = (PACKAGE.parents[1] / "docs" / "architecture.md").read_text()
+    missing = []
+    files = {str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")}
+    for path in re.findall(r"`((?:[\w/]+/)?\w+\.py)`", doc):
+        # A bare name is in the folder of its row (the rooms table); a path is from the package.
+        if path not in files and not any(file.endswith("/" + path) for file in files):
+            missing.append(path)
+    for path, function in re.findall(r"^\| [\w ]+ \| `([\w/]+\.py)` \| `([\w.]+)` \|", doc, re.MULTILINE):
+        if function not in defined(PACKAGE / path):
+            missing.append(f"{path}: {function}")
+    assert missing == []
+
+
+def defined(path: Path) -> set[str]:
+    """`function` and `Class.method` names defined in a module."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.ClassDef):
+            names.add(node.name)
+            names |= {
+                f"{node.name}.{item.name}"
+                for item in node.body
+                if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef)
+            }
+    return names

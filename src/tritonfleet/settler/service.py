@@ -12,7 +12,6 @@ batch id is settled already: the chain, not the ledger row, is the authority.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 from tritonfleet.payments.chain.client import (
@@ -77,11 +76,6 @@ class Settler:
         except TransactionRejected as exc:
             log.error("settlement rejected; tried again next round", extra={"error": str(exc)})
         return confirmed
-
-    def run(self, stop: threading.Event, interval_s: float) -> None:
-        while not stop.is_set():
-            self.settle_pending()
-            stop.wait(interval_s)
 
     def _finish(self, batch: Batch) -> int:
         """Settle one batch, whatever state a crash left it in; 1 when it is confirmed.
