@@ -1,4 +1,9 @@
 """The health checker: the registry of live nodes, fed by manager heartbeats and active probes.
 
-`service.create_app` builds the HTTP service; `registry.Registry` is its pure core.
+command.py    `tritonfleet health-checker`: the app, its probe and expiry tasks, its server
+routes.py     register, heartbeat, deregister, list, watch; handlers.py: errors as Triton's
+service.py    Checker: what one app holds, free of HTTP types
+registry.py   the pure core: nodes, TTLs, probe results (records.py: one node's record)
+watch.py      NodeWatcher: the client side, the node view the gateway and scheduler follow
+status.py     `tritonfleet status`: the table of nodes
 """

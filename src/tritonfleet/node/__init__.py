@@ -1,6 +1,9 @@
 """A Triton node: a real `tritonserver` and the manager that starts, watches and announces it.
 
-manager.py     NodeManager (the async core) and `serve`, the `tritonfleet node` command
+command.py     `tritonfleet node`: runs the manager until a signal, then drains
+service.py     NodeManager, the async core
+routes.py      the manager's HTTP routes: /ping, /healthz, /metrics and forwarding
+server.py      the manager's HTTP server, on a socket bound before it serves
 status.py      NodeStatus: state, READY models, pending requests, kept current from Triton
 supervisor.py  restarts the Triton started here with back-off, or watches an attached one
 triton.py      TritonProcess: the one wrapper over the `tritonserver` subprocess
@@ -9,7 +12,6 @@ options.py     TritonOptions: how `tritonserver` runs, as command-line flags
 dist.py        where the binary and the Python backend are, and the environment they need
 observe.py     what Triton says (readiness, repository index, metrics), parsed
 registrar.py   HealthLink: registration and heartbeats to one health checker
-server.py      the manager's HTTP routes: /ping, /healthz, /metrics and forwarding
 forward.py     forwarding mode: /v2/... relayed to Triton, in-flight requests counted
 endpoints.py   node id, advertised host, Triton ports and URLs
 state.py       the state transition function; backoff.py, metrics.py, errors.py

@@ -2,4 +2,9 @@
 
 Embedded in the gateway (`EmbeddedScheduler`) or run as a service (`RemoteScheduler` talks
 to it); the gateway sees one interface, `SchedulerClient`, in both modes.
+
+    core.py       Scheduler: the node view, in-flight counts and a policy; no I/O
+    policies.py   round robin, least outstanding, power of two choices
+    client.py     the gateway's SchedulerClient: embedded, or remote
+    service.py    the service's logic (its view, recent choices); routes.py; command.py
 """

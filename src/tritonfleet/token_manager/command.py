@@ -4,10 +4,6 @@ The original design's `ethereum/token-manager`, as a FastAPI service. A user pro
 address by signing a challenge (`signin`); the key issued in return is stored as a hash only,
 and no private key of a user ever reaches us. The service holds no state of its own: keys and
 usage are in the ledger, deposits on chain, reservations in flight in the gateway's memory.
-
-    token_manager_routes    the endpoints          token_manager_service   what they do
-    token_manager_api       the HTTP bodies        token_manager_errors    its error tree
-    token_manager_gateway   the gateway's credit   token_manager_metrics   Prometheus
 """
 
 from __future__ import annotations

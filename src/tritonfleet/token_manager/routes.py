@@ -2,7 +2,7 @@
 
 Keys travel as `Authorization: Bearer <api key>`. Blocking ledger and chain calls run in
 Starlette's thread pool; sign-in's challenge bookkeeping stays on the event loop (see
-`token_manager_service`).
+`service.py`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,2 @@
+"""`tritonfleet up`: a whole cluster on one machine (`cluster.py`, which the end-to-end tests use
+too), the development account (`devaccount.py`), and the command (`command.py`)."""

@@ -11,7 +11,7 @@ from tritonfleet.web.errors import Refused
 from tritonfleet.web.kserve import HEADER_LENGTH, Tensor, parse_response, request_body
 from tritonfleet.web.upstream import Upstream, refused
 
-# Headers the gateway sets (see gateway/app.py).
+# Headers the gateway sets (see gateway/http/routes.py).
 NODE_HEADER = "X-Tritonfleet-Node"
 CHARGE_HEADER = "X-Tritonfleet-Charge"
 CREDIT_HEADER = "X-Tritonfleet-Credit-Remaining"

@@ -1,7 +1,7 @@
 """The gateway's gRPC service: Triton's `inference.GRPCInferenceService`, answered for the cluster.
 
 Every method is registered with a generic handler and no (de)serializers: the gateway receives
-and relays bytes. It reads only the fields it routes on (`grpc_wire`), so an inference request
+and relays bytes. It reads only the fields it routes on (`wire.py`), so an inference request
 reaches the node exactly as the client serialized it.
 
 | method | answered by |
@@ -27,10 +27,17 @@ import grpc
 from tritonclient.grpc import service_pb2
 
 from tritonfleet.gateway.errors import GatewayError, Unavailable
-from tritonfleet.gateway.grpc import errors
 from tritonfleet.gateway.grpc.channels import SERVICE, NodeChannel, NodeChannels
 from tritonfleet.gateway.grpc.cluster import fan_out, merge_index, merge_statistics
-from tritonfleet.gateway.grpc.errors import GrpcAbort, Refusal, refusal
+from tritonfleet.gateway.grpc.errors import (
+    LOG,
+    REPOSITORY,
+    SHARED_MEMORY,
+    TRACE,
+    GrpcAbort,
+    Refusal,
+    refusal,
+)
 from tritonfleet.gateway.grpc.forwarding import GrpcForwarder, GrpcServed, route_of
 from tritonfleet.gateway.grpc.metadata import (
     CHARGE,
@@ -59,12 +66,12 @@ _NOT_READY = service_pb2.ServerReadyResponse(ready=False).SerializeToString()
 _MODEL_NOT_READY = service_pb2.ModelReadyResponse(ready=False).SerializeToString()
 
 _REFUSED = {
-    "RepositoryModelLoad": Refusal(grpc.StatusCode.FAILED_PRECONDITION, errors.REPOSITORY),
-    "RepositoryModelUnload": Refusal(grpc.StatusCode.FAILED_PRECONDITION, errors.REPOSITORY),
-    "TraceSetting": Refusal(grpc.StatusCode.FAILED_PRECONDITION, errors.TRACE),
-    "LogSettings": Refusal(grpc.StatusCode.FAILED_PRECONDITION, errors.LOG),
+    "RepositoryModelLoad": Refusal(grpc.StatusCode.FAILED_PRECONDITION, REPOSITORY),
+    "RepositoryModelUnload": Refusal(grpc.StatusCode.FAILED_PRECONDITION, REPOSITORY),
+    "TraceSetting": Refusal(grpc.StatusCode.FAILED_PRECONDITION, TRACE),
+    "LogSettings": Refusal(grpc.StatusCode.FAILED_PRECONDITION, LOG),
     **{
-        f"{kind}SharedMemory{action}": Refusal(grpc.StatusCode.UNIMPLEMENTED, errors.SHARED_MEMORY)
+        f"{kind}SharedMemory{action}": Refusal(grpc.StatusCode.UNIMPLEMENTED, SHARED_MEMORY)
         for kind in ("System", "Cuda")
         for action in ("Status", "Register", "Unregister")
     },

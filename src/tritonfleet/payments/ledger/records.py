@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from tritonfleet.payments.ledger.states import BatchState, ChargeState
 from tritonfleet.payments.money import Credit
 
-# A charge row holds one inference's price in a BIGINT (see ledger_schema).
+# A charge row holds one inference's price in a BIGINT (see schema.py).
 MAX_CHARGE = 2**63 - 1
 
 # (created_at_s, request_id) of the last charge of a page: the next page starts after it.

@@ -1,7 +1,7 @@
 """The durable usage ledger: charges keyed by request id, settlement batches, API keys.
 
 SQLite (one file, embedded) by default; PostgreSQL when several gateways share one ledger.
-The schema is in `ledger_schema`, its migrations under `migrations/`, which `Ledger.open` runs.
+The schema is in `schema.py`, its migrations under `migrations/`, which `Ledger.open` runs.
 Every method is one transaction and blocking; async callers run them in a thread (the gateway's
 hot path goes through `ChargeWriter`, which groups many charges into one transaction).
 
