@@ -150,7 +150,7 @@ async def test_a_stream_is_pinned_to_a_node_it_could_connect_to(
     alive = await servers(echo)
     ejecting = ejector()
     route = forwarder([grpc_node("dead", free_port()), grpc_node("live", alive.port)], channels, ejecting)
-    pinned = await route.pin("simple", None)
+    pinned = await route.pin("simple", None, deadline=soon())
     assert pinned.node_id == "live" and ejecting.ejected() == {"dead"}
 
 

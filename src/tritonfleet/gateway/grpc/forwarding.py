@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from tritonfleet.gateway.errors import DeadlineExceeded, MalformedRequest, Unavailable
+from tritonfleet.gateway.errors import DeadlineExceeded, MalformedRequest
 from tritonfleet.gateway.grpc.channels import NodeChannel, NodeChannels
 from tritonfleet.gateway.grpc.wire import Route, WireError, read_route
 from tritonfleet.gateway.routing import NodeFailed, NodeRouting
@@ -86,24 +86,20 @@ class GrpcForwarder:
 
         return await self.routing.attempt(model, version, deadline, send, self._reachable)
 
-    async def pin(self, model: str, version: str | None) -> Pinned:
+    async def pin(self, model: str, version: str | None, deadline: float) -> Pinned:
         """A node for a stream, connected: a stream cannot be retried once it has begun, so the
         connection is made, and a dead node skipped, before the first request is sent."""
-        tried: set[str] = set()
-        for _ in range(self.routing.max_attempts):
-            pick = await self.routing.next_node(model, version, tried, self._reachable)
-            if pick is None:
-                break
+
+        async def connect(pick: Pick, attempt: int, remaining_s: float) -> Pinned:
             node = self._channel(pick)
             try:
-                await asyncio.wait_for(node.channel.channel_ready(), self.connect_timeout_s)
-            except TimeoutError:
+                await asyncio.wait_for(node.channel.channel_ready(), min(self.connect_timeout_s, remaining_s))
+            except TimeoutError as exc:
                 log.warning("node unreachable over gRPC", extra={"node": pick.node_id})
-                tried.add(pick.node_id)
-                self.routing.failed(pick.node_id)
-                continue
+                raise NodeFailed("was unreachable over gRPC") from exc
             return Pinned(pick.node_id, node)
-        raise Unavailable(f"no node could take a stream for model '{model}' now")
+
+        return await self.routing.attempt(model, version, deadline, connect, self._reachable)
 
     def _reachable(self, pick: Pick) -> bool:
         return self.channels.get(pick.node_id) is not None

@@ -180,7 +180,9 @@ class GrpcRoutes:
         refused = None
         self.metrics.in_flight.inc()
         try:
-            async for response in self.streams.serve(requests, context, incoming, record):
+            async for response in self.streams.serve(
+                requests, context, incoming, record, self._deadline(context)
+            ):
                 yield response
         except (GatewayError, SchedulerError) as exc:
             refused = _with_request_id(refusal(exc), incoming.request_id)

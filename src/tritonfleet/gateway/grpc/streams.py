@@ -40,9 +40,10 @@ class StreamRelay:
         context: grpc.aio.ServicerContext,
         incoming: Incoming,
         record: CallRecord,
+        deadline: float,
     ) -> AsyncIterator[bytes]:
         """The node's responses; raises GatewayError (GrpcAbort for a node's own status) to end
-        the stream otherwise."""
+        the stream otherwise. The node is to be found and connected by `deadline`."""
         charges = self._charges(incoming)
         pinned, first, answered = None, b"", False
         async for first in requests:
@@ -50,7 +51,7 @@ class StreamRelay:
             record.model, record.version = route.model, route.version
             try:
                 check_version(route)
-                pinned = await self.forwarder.pin(route.model, route.version or None)
+                pinned = await self.forwarder.pin(route.model, route.version or None, deadline)
                 break
             except (UnknownModel, MalformedRequest) as exc:
                 # As Triton does: a request it cannot take is answered in the stream, which goes on.
