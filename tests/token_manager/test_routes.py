@@ -20,7 +20,7 @@ from tests.devnet import CHAIN_ID, deployed_chain, depositor, running_anvil
 from tests.fakes import FakeClock
 from tritonfleet.config import FleetConfig
 from tritonfleet.net import free_port
-from tritonfleet.payments.chain.client import Chain
+from tritonfleet.payments.chain.client import Chain, ChainUnavailable
 from tritonfleet.payments.chain.devchain import DevChain
 from tritonfleet.payments.chain.keys import dev_account
 from tritonfleet.payments.ledger.database import create_ledger_engine, sqlite_url
@@ -457,3 +457,17 @@ async def test_healthz_and_metrics_answer(client: httpx.AsyncClient) -> None:
     metrics = (await client.get("/metrics")).text
     assert 'tritonfleet_token_manager_requests_total{code="200",route="/v1/auth/verify"} 1.0' in metrics
     assert 'tritonfleet_token_manager_sign_ins_total{outcome="issued"} 1.0' in metrics
+
+
+async def test_a_chain_error_it_did_not_word_is_502_without_its_text(ledger: Ledger) -> None:
+    """The text of a raw chain error may carry the RPC URL, and with it a provider's key."""
+    app = create_app(fleet_config(), ledger=ledger, chain=nowhere_chain())
+
+    @app.get("/v1/raw-chain-error")
+    async def fail() -> None:
+        raise ChainUnavailable("POST https://rpc.example/v2/SECRET-KEY: connection refused")
+
+    async with served(app) as client:
+        answer = await client.get("/v1/raw-chain-error")
+    assert answer.status_code == 502
+    assert "SECRET" not in answer.text and "rpc.example" not in answer.text

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 
 from tritonfleet import __version__
 from tritonfleet.config import FleetConfig
-from tritonfleet.payments.chain.client import Chain, connect
+from tritonfleet.payments.chain.client import Chain, ChainError, connect
 from tritonfleet.payments.errors import PaymentsError
 from tritonfleet.payments.ledger.database import default_ledger_url
 from tritonfleet.payments.ledger.store import Ledger
@@ -124,6 +124,11 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
 
 
 async def _on_error(_request: Request, exc: TokenManagerError | PaymentsError) -> JSONResponse:
+    if isinstance(exc, ChainError):
+        # One that `chain_errors` did not word for the user: its text may carry the RPC URL,
+        # which holds a provider's key. Neither the answer nor the log repeats it.
+        log.warning("a chain call failed", extra={"error": type(exc).__name__})
+        return _error(exc.status, "the chain failed a call; try again later")
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return _error(exc.status, str(exc), headers)
 
