@@ -83,7 +83,7 @@ def funded_key(fleet: LocalCluster) -> str:
     headers = {"Authorization": f"Bearer {key}"}
     deadline = time.monotonic() + 30
     funded = DEV_CREDIT + top_ups * FAUCET_MAX
-    while httpx.get(f"{fleet.gateway_url}/v1/credit", headers=headers).json().get("deposit", 0) < funded:
+    while (httpx.get(f"{fleet.gateway_url}/v1/credit", headers=headers).json().get("deposit") or 0) < funded:
         if time.monotonic() > deadline:
             raise TimeoutError("the gateway did not see the deposit")
         time.sleep(0.2)

@@ -31,6 +31,11 @@ exports: (ownable.owner, ownable.transfer_ownership, ownable.renounce_ownership)
 # 8M gas (measured on anvil), a quarter of a mainnet block; the settler
 # splits larger batches. `Chain.MAX_BATCH_ACCOUNTS` mirrors it.
 MAX_BATCH: constant(uint256) = 1000
+# Bounds `balances_of`. Reading this many accounts never seen before costs
+# about 5.2M gas (measured on anvil), a sixth of the 30M that anvil allows one
+# eth_call (geth 50M), in 32 KB of calldata; `Chain.MAX_READ_ACCOUNTS`
+# mirrors it.
+MAX_READ: constant(uint256) = 1000
 
 
 asset: public(immutable(IERC20))
@@ -231,6 +236,25 @@ def set_treasury(new_treasury: address):
     previous: address = self.treasury
     self.treasury = new_treasury
     log TreasuryChanged(previous_treasury=previous, new_treasury=new_treasury)
+
+
+@external
+@view
+def balances_of(
+    accounts: DynArray[address, MAX_READ]
+) -> (DynArray[uint256, MAX_READ], DynArray[uint256, MAX_READ]):
+    """
+    @notice Each account's deposit and pending withdrawal, in the order
+            given, read in one call and so at one block.
+    @dev For the gateway, which reads every user's balance each block: one
+         eth_call per `MAX_READ` accounts instead of two per account.
+    """
+    deposits: DynArray[uint256, MAX_READ] = []
+    pending: DynArray[uint256, MAX_READ] = []
+    for account: address in accounts:
+        deposits.append(self.deposits[account])
+        pending.append(self.pending_withdrawal[account])
+    return deposits, pending
 
 
 @internal

@@ -16,6 +16,7 @@ import pytest
 
 from tests.devnet import deployed_chain, running_anvil
 from tests.postgres import postgres_schema
+from tests.slow_rpc import slow_rpc  # noqa: F401  (a fixture)
 from tritonfleet.payments.chain.anvil import Anvil
 from tritonfleet.payments.chain.devchain import DevChain
 from tritonfleet.payments.ledger.database import sqlite_url

@@ -25,7 +25,6 @@ MOVED_KEYS = {
     "payments.host": "token_manager.host",
     "payments.port": "token_manager.port",
     "payments.challenge_ttl_s": "token_manager.challenge_ttl_s",
-    "payments.gateway_url": "token_manager.gateway_url",
     "payments.settlement": "settler.settlement",
     "payments.settle_interval_s": "settler.interval_s",
     "payments.settle_max_charges": "settler.max_charges",
@@ -179,8 +178,23 @@ class PaymentsConfig(Section):
     prices: dict[str, int] = {"simple": 1, "digits": 2, "stable_diffusion": 50}
     # Price of a model that `prices` does not name.
     default_price: int = 1
-    # How often the gateway reloads API keys and credit from the ledger and the chain.
+    # How often the gateway reloads API keys, renews its credit leases and reads the chain.
     refresh_s: float = 1.0
+    # A gateway's lease on an account's credit lives this long unless renewed: a dead gateway's
+    # lease is free to the others after it.
+    lease_ttl_s: float = 10.0
+    # A lease slice holds at least this many requests' prices (more when the account spends
+    # faster): fewer ledger round trips, more credit held by one gateway at a time.
+    lease_requests: int = 20
+    # A paid request whose charge is not confirmed by then answers 503 (it is charged at most
+    # once; its price stays held until the ledger answers).
+    charge_timeout_s: float = 10.0
+    # New paid requests answer 503 while this many charges wait for the ledger.
+    max_pending_charges: int = 10000
+    # Each ledger connection's connect, lock and statement timeout.
+    ledger_timeout_s: float = 5.0
+    # How long the gateway waits for one read of the chain (deposits, withdrawals).
+    chain_timeout_s: float = 5.0
 
 
 class TokenManagerConfig(Section):
@@ -189,8 +203,16 @@ class TokenManagerConfig(Section):
     host: str = "127.0.0.1"
     port: int = 8083
     challenge_ttl_s: float = 300.0
-    # The gateway holding reservations in flight, which balances subtract; empty: none.
-    gateway_url: str = "http://127.0.0.1:8080"
+    # Sign-in challenges held at once (about 1 KB each); beyond it a new one is refused (503,
+    # Retry-After) until one is used or expires.
+    challenge_max: int = 10_000
+    # Sign-in requests (challenges and verifications alike, two per sign-in) per client IP: a
+    # token bucket refilled at signin_rate_per_s, holding up to signin_burst; beyond it 429.
+    # Behind a proxy every client has the proxy's IP, so size these for all of them.
+    signin_rate_per_s: float = 1.0
+    signin_burst: int = 20
+    # Client IPs whose buckets are kept; past it the least recently seen is forgotten.
+    signin_clients_max: int = 10_000
 
 
 class SettlerConfig(Section):
@@ -200,6 +222,19 @@ class SettlerConfig(Section):
     # A batch pays at most 1000 accounts (the vault's bound) whatever this says. Its gas grows
     # with its accounts, not its charges: the more charges a batch holds, the less gas each.
     max_charges: int = 5000
+    # Sends of one batch that the chain refuses (its settle would revert, or reverted) before it
+    # fails for good: its charges are set aside, still unsettled, and later batches go on.
+    max_attempts: int = 5
+    # After a failed round (chain or ledger unreachable, a batch refused) the next one waits
+    # retry_base_s, doubling while rounds keep failing, up to retry_max_s.
+    retry_base_s: float = 1.0
+    retry_max_s: float = 60.0
+    # Most a settle transaction bids per gas, fresh or replacing a stuck one: above it the
+    # settler waits for fees to fall, or for the stuck one to land, rather than overbid.
+    max_fee_gwei: float = 200.0
+    # Prometheus metrics at http://metrics_host:metrics_port/metrics; port 0 serves none.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 8084
 
 
 class ChainConfig(Section):

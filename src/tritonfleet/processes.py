@@ -74,7 +74,7 @@ class ServiceProcess:
         try:
             return self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
-            log.warning("did not stop in time; killing", extra={"process": self.name, "pid": self.pid})
+            log.warning("did not stop in time; killing", extra={"service": self.name, "pid": self.pid})
             return self.kill()
 
     def kill(self) -> int | None:

@@ -46,7 +46,7 @@ def paid_sections(tmp_path: Path, ledger_url: str = "") -> dict[str, dict[str, A
             "ledger_url": ledger_url or f"sqlite:///{tmp_path / 'ledger.sqlite'}",
         },
         "token_manager": {"port": token_manager_port},
-        "settler": {"interval_s": 1.0},
+        "settler": {"interval_s": 1.0, "metrics_port": free_port()},
         "chain": {
             "port": chain_port,
             "rpc_url": f"http://127.0.0.1:{chain_port}",

@@ -1,4 +1,5 @@
-"""The settler against a real anvil and a real ledger: exactly once, whatever crashes."""
+"""The settler against a real anvil and a real ledger: exactly once, whatever crashes; short
+deposits left as debts; batches the chain refuses, and fees over the ceiling."""
 
 from __future__ import annotations
 
@@ -8,20 +9,23 @@ from pathlib import Path
 import pytest
 
 from tests.devnet import deployed_chain, depositor, new_anvil
-from tritonfleet.payments.chain.client import SignedTx
+from tests.settler.world import RefusesAccount, RevertsOnChain, charge, like, top_up
+from tritonfleet.config import SettlerConfig
+from tritonfleet.payments.chain.client import ChainUnavailable, FeeAboveCeiling, ReceiptTimeout, SignedTx
 from tritonfleet.payments.chain.devchain import DevChain
-from tritonfleet.payments.ledger.database import sqlite_url
-from tritonfleet.payments.ledger.records import NewCharge
 from tritonfleet.payments.ledger.states import BatchState
 from tritonfleet.payments.ledger.store import Ledger
 from tritonfleet.payments.money import Credit
 from tritonfleet.settler import service as settler_module
-from tritonfleet.settler.service import Settler
+from tritonfleet.settler.metrics import SettlerMetrics
+from tritonfleet.settler.reconcile import compare
+from tritonfleet.settler.rounds import CHECK_S, Rounds
+from tritonfleet.settler.service import BatchRefused, Settler
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    with Ledger.open(sqlite_url(tmp_path / "ledger.sqlite")) as opened:
+def ledger(ledger_url: str) -> Iterator[Ledger]:
+    with Ledger.open(ledger_url) as opened:
         yield opened
 
 
@@ -57,19 +61,7 @@ class FaucetRace(DevChain):
 
 
 def crashing(chain: DevChain, kind: type[DevChain] = CrashAfterSend) -> DevChain:
-    crash = kind(chain.rpc_url, chain.chain_id, chain.operator, poll_interval_s=0.02)
-    crash.use(chain.deployment)
-    return crash
-
-
-def charge(ledger: Ledger, account: str, *amounts: int) -> None:
-    start = len(ledger.usage(account, limit=10**6))
-    ledger.record_committed(
-        [
-            NewCharge(f"{account}-{start + i}", account, "simple", "1", Credit(a))
-            for i, a in enumerate(amounts)
-        ]
-    )
+    return like(chain, kind)
 
 
 def test_committed_charges_settle_in_one_batch_and_leave_the_deposits(
@@ -216,10 +208,213 @@ def test_charges_queue_while_the_chain_is_down_and_settle_when_it_is_back(
         anvil.stop()
         charge(ledger, alice.address, 2, 3)
         settler = Settler(ledger, chain, max_charges=1000)
-        assert settler.settle_pending() == 0
+        with pytest.raises(ChainUnavailable):
+            settler.settle_pending()
         assert ledger.unsettled_by_account() == {alice.address: 5}, "nothing is lost meanwhile"
         anvil.start()
         assert settler.settle_pending() == 1
         assert chain.deposit_of(alice.address) == 95
     finally:
         anvil.stop()
+
+
+# Short deposits
+
+
+def test_a_short_deposit_leaves_a_debt_that_the_next_deposit_pays(chain: DevChain, ledger: Ledger) -> None:
+    alice, bob = depositor(chain, 5), depositor(chain, 100)
+    charge(ledger, alice.address, 4, 4)
+    charge(ledger, bob.address, 3)
+    settler = Settler(ledger, chain, max_charges=1000)
+    assert settler.settle_pending() == 1
+    assert chain.deposit_of(alice.address) == 0 and chain.deposit_of(bob.address) == 97
+    (short,) = ledger.settlements()
+    assert short.debts == ((alice.address, 3),)
+    assert ledger.totals(alice.address).debt == 3
+    assert ledger.unsettled_by_account() == {alice.address: 3}, "the debt counts against her credit"
+    assert (
+        compare(
+            ledger.settlements(), chain.settled_events(), chain.charged_events(), chain.shortfall_events()
+        )
+        == []
+    ), "a shortfall recorded as debt is no mismatch"
+
+    assert settler.settle_pending() == 0, "an empty deposit: nothing to take the debt from"
+    assert len(chain.settled_events()) == 1
+
+    top_up(chain, alice, 10)
+    charge(ledger, alice.address, 2)
+    assert settler.settle_pending() == 1
+    assert chain.deposit_of(alice.address) == 5, "the debt first, then the new charge"
+    assert ledger.unsettled_by_account() == {}
+    assert ledger.totals(alice.address).debt == 0
+    assert (
+        compare(
+            ledger.settlements(), chain.settled_events(), chain.charged_events(), chain.shortfall_events()
+        )
+        == []
+    )
+
+
+def test_a_settled_batch_records_the_block_that_confirmed_it(chain: DevChain, ledger: Ledger) -> None:
+    alice = depositor(chain, 100)
+    charge(ledger, alice.address, 1)
+    Settler(ledger, chain, max_charges=1000).settle_pending()
+    (batch,) = ledger.settlements()
+    receipt = chain.receipt_of(batch.tx_hash or "")
+    assert receipt is not None and batch.confirmed_block == receipt.block_number
+
+
+def test_a_short_settlement_found_after_a_crash_still_leaves_its_debt(
+    chain: DevChain, ledger: Ledger
+) -> None:
+    alice = depositor(chain, 2)
+    charge(ledger, alice.address, 7)
+    with pytest.raises(Crash):
+        Settler(ledger, crashing(chain), max_charges=1000).settle_pending()
+    assert Settler(ledger, chain, max_charges=1000).settle_pending() == 1
+    assert ledger.settlements()[0].debts == ((alice.address, 5),)
+    assert ledger.unsettled_by_account() == {alice.address: 5}
+
+
+# Refusals
+
+
+def test_a_batch_the_chain_refuses_fails_for_good_after_n_tries_and_later_batches_settle(
+    chain: DevChain, ledger: Ledger
+) -> None:
+    alice, bob = depositor(chain, 100), depositor(chain, 100)
+    refusing = like(chain, RefusesAccount)
+    assert isinstance(refusing, RefusesAccount)
+    refusing.refused = alice.address
+    settler = Settler(ledger, refusing, max_charges=1000, max_attempts=3)
+    charge(ledger, alice.address, 4)
+    for attempt in (1, 2):
+        with pytest.raises(BatchRefused) as refused:
+            settler.settle_pending()
+        assert (refused.value.attempts, refused.value.failed_for_good) == (attempt, False)
+        charge(ledger, bob.address, 1)  # committed behind the refused batch, which holds it up
+    with pytest.raises(BatchRefused) as refused:
+        settler.settle_pending()
+    assert refused.value.failed_for_good
+    assert settler.settle_pending() == 1, "later batches no longer wait behind it"
+    assert chain.deposit_of(bob.address) == 98 and chain.deposit_of(alice.address) == 100
+    failed = ledger.batch(refused.value.batch_id)
+    assert (failed.state, failed.attempts, failed.charge_count) == (BatchState.FAILED, 3, 1)
+    assert "empty batch id" in (failed.last_error or "")
+    assert ledger.unsettled_by_account() == {alice.address: 4}, "set aside, not lost"
+    (line,) = compare(
+        ledger.settlements(), chain.settled_events(), chain.charged_events(), chain.shortfall_events()
+    )
+    assert "failed for good after 3 attempts" in line and refused.value.batch_id in line
+
+
+def test_a_settlement_that_reverts_on_chain_is_retried_then_failed_for_good(
+    chain: DevChain, ledger: Ledger
+) -> None:
+    alice, bob = depositor(chain, 100), depositor(chain, 100)
+    reverting = like(chain, RevertsOnChain)
+    assert isinstance(reverting, RevertsOnChain)
+    reverting.reverted = alice.address
+    settler = Settler(ledger, reverting, max_charges=1000, max_attempts=2)
+    charge(ledger, alice.address, 4)
+    with pytest.raises(BatchRefused) as first:
+        settler.settle_pending()
+    assert ledger.batch(first.value.batch_id).state is BatchState.FAILED
+    assert ledger.unsettled_by_account() == {alice.address: 4}
+    with pytest.raises(BatchRefused) as second:
+        settler.settle_pending()
+    assert second.value.batch_id == first.value.batch_id, "the same charges reopen the same batch"
+    assert second.value.failed_for_good
+    charge(ledger, bob.address, 2)
+    assert settler.settle_pending() == 1
+    assert chain.deposit_of(bob.address) == 98
+    failed = ledger.batch(first.value.batch_id)
+    assert failed.set_aside and failed.attempts == 2 and "reverted" in (failed.last_error or "")
+
+
+def test_a_nonce_race_lost_every_time_is_no_refusal(chain: DevChain, ledger: Ledger) -> None:
+    alice = depositor(chain, 100)
+
+    class AlwaysRaced(DevChain):
+        """Another sender takes the nonce before each of the settler's broadcasts."""
+
+        racing = False
+
+        def broadcast(self, signed: SignedTx) -> str:
+            if not self.racing:  # the mint's own broadcast goes through
+                self.racing = True
+                try:
+                    self.mint(self.operator.address, Credit(1))
+                finally:
+                    self.racing = False
+            return super().broadcast(signed)
+
+    charge(ledger, alice.address, 1)
+    with pytest.raises(Exception, match="nonce") as raced:
+        Settler(ledger, like(chain, AlwaysRaced), max_charges=1000, max_attempts=1).settle_pending()
+    assert not isinstance(raced.value, BatchRefused)
+    (batch,) = ledger.unfinished_batches()
+    assert batch.attempts == 0
+    assert Settler(ledger, chain, max_charges=1000).settle_pending() == 1
+
+
+# Fees
+
+
+def test_a_settle_bids_no_more_than_the_ceiling(chain: DevChain, ledger: Ledger) -> None:
+    alice = depositor(chain, 100)
+    charge(ledger, alice.address, 1)
+    base_fee = chain.w3.eth.get_block("latest").get("baseFeePerGas", 0)
+    tip = chain.w3.eth.max_priority_fee
+    ceiling = base_fee + tip + 1  # under the usual bid of twice the base fee
+    assert Settler(ledger, chain, max_charges=1000, max_fee_per_gas=ceiling).settle_pending() == 1
+    (batch,) = ledger.settlements()
+    assert chain.w3.eth.get_transaction(batch.tx_hash or "")["maxFeePerGas"] <= ceiling
+
+
+def test_under_a_ceiling_below_the_base_fee_the_settler_waits(chain: DevChain, ledger: Ledger) -> None:
+    alice = depositor(chain, 100)
+    charge(ledger, alice.address, 1)
+    with pytest.raises(FeeAboveCeiling):
+        Settler(ledger, chain, max_charges=1000, max_fee_per_gas=1).settle_pending()
+    (waiting,) = ledger.unfinished_batches()
+    assert (waiting.state, waiting.attempts) == (BatchState.BUILDING, 0), "nothing sent, nothing refused"
+    assert Settler(ledger, chain, max_charges=1000).settle_pending() == 1
+
+
+def test_a_stuck_transaction_is_waited_for_rather_than_outbid_over_the_ceiling(
+    chain: DevChain, ledger: Ledger
+) -> None:
+    alice = depositor(chain, 100)
+    charge(ledger, alice.address, 3)
+    chain.set_automine(False)
+    try:
+        with pytest.raises(Crash):
+            Settler(ledger, crashing(chain), max_charges=1000).settle_pending()
+        (stuck,) = ledger.unfinished_batches()
+        bid = chain.w3.eth.get_transaction(stuck.tx_hash or "")["maxFeePerGas"]
+        impatient = Settler(ledger, like(chain, DevChain, receipt_timeout_s=0.2), 1000, max_fee_per_gas=bid)
+        with pytest.raises(ReceiptTimeout):
+            impatient.settle_pending()
+        assert ledger.unfinished_batches()[0].tx_hash == stuck.tx_hash, "not replaced"
+        chain.mine()
+        assert impatient.settle_pending() == 1
+    finally:
+        chain.set_automine(True)
+    assert chain.deposit_of(alice.address) == 97
+    assert ledger.settlements()[0].tx_hash == stuck.tx_hash
+
+
+def test_rounds_of_a_refused_batch_are_counted_and_backed_off(chain: DevChain, ledger: Ledger) -> None:
+    alice = depositor(chain, 100)
+    refusing = like(chain, RefusesAccount)
+    assert isinstance(refusing, RefusesAccount)
+    refusing.refused = alice.address
+    charge(ledger, alice.address, 1)
+    metrics = SettlerMetrics()
+    settings = SettlerConfig(retry_base_s=1.0, retry_max_s=3.0)
+    rounds = Rounds(Settler(ledger, refusing, 1000, max_attempts=4), settings, metrics)
+    assert [rounds.tick() for _ in range(4)] == [1.0, 2.0, 3.0, 3.0]
+    assert metrics.failures.labels("refused")._value.get() == 4
+    assert rounds.tick() == CHECK_S, "failed for good: the next round has nothing to do, and succeeds"

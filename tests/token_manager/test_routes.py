@@ -35,11 +35,10 @@ PRICES = {"simple": 1, "digits:2": 3}
 TX_HASH = "0x" + "ab" * 32
 
 
-def fleet_config(dev: bool = True, gateway_url: str = "") -> FleetConfig:
+def fleet_config(dev: bool = True) -> FleetConfig:
     return FleetConfig.model_validate(
         {
             "payments": {"prices": PRICES, "default_price": 2},
-            "token_manager": {"gateway_url": gateway_url},
             "chain": {"dev": dev, "chain_id": CHAIN_ID},
         }
     )
@@ -295,40 +294,23 @@ async def test_the_faucet_caps_each_call(client: httpx.AsyncClient) -> None:
         assert response.status_code == 400, amount
 
 
-async def test_the_balance_subtracts_the_gateways_reservations(ledger: Ledger, chain: DevChain) -> None:
-    """Reserved credit comes from the gateway's /v1/credit, asked with the caller's own key."""
+async def test_the_balance_subtracts_what_the_gateways_leases_hold(ledger: Ledger, chain: DevChain) -> None:
+    """Credit leased to gateways (for requests in flight or about to come) is not available."""
     user = depositor(chain, 100)
-    seen: list[str] = []
-
-    def gateway(request: httpx.Request) -> httpx.Response:
-        seen.append(request.headers["Authorization"])
-        return httpx.Response(200, json={"account": user.address, "reserved": 7, "available": 93})
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(gateway)) as to_gateway:
-        config = fleet_config(gateway_url="http://gateway")
-        app = create_app(config, ledger=ledger, chain=chain, gateway_client=to_gateway)
-        async with served(app) as client:
-            issued = await sign_in(client, user)
-            balance = (await client.get("/v1/balance", headers=bearer(issued["api_key"]))).json()
-    assert (balance["reserved"], balance["available"]) == (7, 93)
-    assert seen == [f"Bearer {issued['api_key']}"]
-
-
-async def test_a_gateway_that_is_down_holds_no_reservations(ledger: Ledger, chain: DevChain) -> None:
-    """When the gateway does not answer, the balance is still served, with nothing reserved."""
-    user = depositor(chain, 100)
-
-    def gateway(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(gateway)) as to_gateway:
-        config = fleet_config(gateway_url="http://gateway")
-        app = create_app(config, ledger=ledger, chain=chain, gateway_client=to_gateway)
-        async with served(app) as client:
-            issued = await sign_in(client, user)
-            response = await client.get("/v1/balance", headers=bearer(issued["api_key"]))
-    assert response.status_code == 200
-    assert (response.json()["reserved"], response.json()["available"]) == (0, 100)
+    for holder in ("gateway-a", "gateway-b"):
+        ledger.take_lease(
+            holder,
+            user.address,
+            Credit(7),
+            deposit=Credit(100),
+            pending_withdrawal=Credit(0),
+            chain_block=0,
+            ttl_s=60,
+        )
+    async with served(create_app(fleet_config(), ledger=ledger, chain=chain)) as client:
+        issued = await sign_in(client, user)
+        balance = (await client.get("/v1/balance", headers=bearer(issued["api_key"]))).json()
+    assert (balance["reserved"], balance["available"]) == (14, 86)
 
 
 async def test_the_balance_is_503_while_the_chain_is_down(ledger: Ledger, tmp_path: Path) -> None:

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import uuid_utils
 
+from tritonfleet.gateway.errors import MalformedRequest
+
+MAX_REQUEST_ID_CHARS = 128
+
 
 def new_request_id() -> str:
     """A UUIDv7 in 32 hex digits: as unique and unguessable as a uuid4, but ordered by time.
@@ -14,3 +18,14 @@ def new_request_id() -> str:
     (docs/benchmarks.md, "Measurements behind the code").
     """
     return uuid_utils.uuid7().hex
+
+
+def checked_request_id(request_id: str) -> str:
+    """The client's own request id, if it is one the ledger and the logs can hold: printable
+    ASCII of at most 128 characters. Anything else is refused here, before it can fail the
+    charges recorded with it."""
+    if len(request_id) > MAX_REQUEST_ID_CHARS or not (request_id.isascii() and request_id.isprintable()):
+        raise MalformedRequest(
+            f"invalid request id: expected at most {MAX_REQUEST_ID_CHARS} printable ASCII characters"
+        )
+    return request_id

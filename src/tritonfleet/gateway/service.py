@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from functools import partial
 
 import aiohttp
 import httpx
@@ -53,6 +54,19 @@ class GatewayCore:
     def ready(self) -> bool:
         """Ready as a single Triton is: some healthy node serves some model."""
         return any(node.models for node in self.schedulable())
+
+
+def latest_version(watcher: NodeWatcher, model: str) -> str | None:
+    """The highest version of `model` that a schedulable node serves: the one Triton serves a
+    request naming none, whose price such a request pays."""
+    versions = [
+        served.version
+        for node in watcher.nodes
+        if node.schedulable
+        for served in node.models
+        if served.name == model and served.version.isdigit()
+    ]
+    return max(versions, key=int, default=None)
 
 
 async def open_core(config: FleetConfig, stack: AsyncExitStack) -> GatewayCore:
@@ -96,5 +110,9 @@ async def open_core(config: FleetConfig, stack: AsyncExitStack) -> GatewayCore:
         )
     )
     routing = NodeRouting(scheduler, ejector, metrics, gw.max_attempts)
-    paid = await open_paid_path(config, stack) if config.payments.enabled else None
+    paid = (
+        await open_paid_path(config, stack, partial(latest_version, watcher))
+        if config.payments.enabled
+        else None
+    )
     return GatewayCore(gw, watcher, routing, metrics, registry, session, paid)

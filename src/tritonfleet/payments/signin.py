@@ -8,6 +8,9 @@ so both kinds of client are served by one verification. No private key ever reac
 from __future__ import annotations
 
 import hashlib
+import heapq
+import math
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -16,12 +19,16 @@ from datetime import UTC, datetime
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from eth_keys.exceptions import BadSignature
 from eth_utils import is_address, to_checksum_address
+from eth_utils.exceptions import ValidationError
 
 from tritonfleet.payments.errors import PaymentsError
 
 API_KEY_PREFIX = "tf_"
 KEY_ID_CHARS = 16
+# The nonce line of our own messages: it finds a challenge without looking at any other.
+NONCE_LINE = re.compile(r"^Nonce: (\w+)$", re.MULTILINE)
 
 
 class SignInError(PaymentsError):
@@ -29,7 +36,9 @@ class SignInError(PaymentsError):
 
     SignInError (401)
     ├── BadAddress (400)          not an Ethereum address
-    └── ChallengeFailed (401)     no live challenge for the address, or a wrong signature
+    ├── ChallengeFailed (401)     no live challenge for the address, or a wrong signature
+    └── ChallengesFull (503)      as many sign-ins under way as the store holds; comes with
+                                  Retry-After
     """
 
     status = 401
@@ -41,6 +50,14 @@ class BadAddress(SignInError):
 
 class ChallengeFailed(SignInError):
     status = 401
+
+
+class ChallengesFull(SignInError):
+    status = 503
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 def new_api_key() -> tuple[str, str]:
@@ -75,7 +92,12 @@ class Challenge:
 
 
 class ChallengeStore:
-    """One-time challenges, in memory: each is good for one sign-in within `ttl_s`."""
+    """One-time challenges, in memory: each is good for one sign-in within `ttl_s`.
+
+    At most `max_live` are held. Challenges are found by nonce and expire off a heap ordered by
+    expiry, so issuing and verifying cost O(log n) whatever the number of sign-ins under way.
+    An address may hold several challenges at once (a wallet open in two tabs).
+    """
 
     def __init__(
         self,
@@ -83,35 +105,61 @@ class ChallengeStore:
         uri: str,
         chain_id: int,
         ttl_s: float,
+        max_live: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.domain = domain
         self.uri = uri
         self.chain_id = chain_id
         self.ttl_s = ttl_s
+        self.max_live = max_live
         self.clock = clock
         self._open: dict[str, Challenge] = {}
+        # (expires_at, nonce) of every open challenge, and of used ones not yet popped.
+        self._expiry: list[tuple[float, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._open)
 
     def issue(self, address: str) -> Challenge:
         address = checksum(address)
-        self._forget_expired()
         now = self.clock()
+        self._expire(now)
+        if len(self._open) >= self.max_live:
+            # Refused rather than making room by dropping the oldest: those are users with a
+            # wallet prompt open, whose sign-in would then fail for no reason they could see,
+            # and a flood of challenges would push out every genuine one. A new user told to
+            # retry soon loses less.
+            retry_after_s = max(1, math.ceil(self._expiry[0][0] - now))
+            raise ChallengesFull(
+                f"{len(self._open)} sign-ins are under way, as many as this service holds; "
+                f"retry in {retry_after_s} s",
+                retry_after_s,
+            )
         nonce = secrets.token_hex(16)
         challenge = Challenge(address, nonce, self._message(address, nonce, now), now + self.ttl_s)
         self._open[nonce] = challenge
+        heapq.heappush(self._expiry, (challenge.expires_at, nonce))
         return challenge
 
     def verify(self, address: str, message: str, signature: str) -> str:
         """The checksummed address, once the signature over a live challenge proves it; the
         challenge is used up either way, so a signature cannot be replayed."""
         address = checksum(address)
-        challenge = next((c for c in self._open.values() if c.message == message), None)
-        if challenge is None or challenge.address != address or challenge.expires_at < self.clock():
+        nonce = NONCE_LINE.search(message)
+        challenge = None if nonce is None else self._open.get(nonce[1])
+        if (
+            challenge is None
+            or challenge.message != message
+            or challenge.address != address
+            or challenge.expires_at < self.clock()
+        ):
             raise ChallengeFailed("no live challenge for this address and message; ask for a new one")
-        del self._open[challenge.nonce]
+        self._use(challenge.nonce)
         try:
             signer = Account.recover_message(encode_defunct(text=message), signature=signature)
-        except (ValueError, TypeError) as exc:
+        # Each is what some malformed signature raises: a short one, an odd length, junk.
+        except (ValueError, TypeError, IndexError, ValidationError, BadSignature) as exc:
             raise ChallengeFailed(f"malformed signature: {exc}") from exc
         if signer != address:
             raise ChallengeFailed("the signature was not made by this address")
@@ -126,10 +174,28 @@ class ChallengeStore:
             f"Issued At: {issued}\nExpiration Time: {expires}"
         )
 
-    def _forget_expired(self) -> None:
-        now = self.clock()
-        for nonce in [n for n, c in self._open.items() if c.expires_at < now]:
-            del self._open[nonce]
+    def _expire(self, now: float) -> None:
+        """Pop expired challenges, and used ones, off the top of the heap, until its top is the
+        live challenge that expires first."""
+        while self._expiry:
+            expires_at, nonce = self._expiry[0]
+            if expires_at >= now and nonce in self._open:
+                break
+            heapq.heappop(self._expiry)
+            self._open.pop(nonce, None)
+        self._compact()
+
+    def _use(self, nonce: str) -> None:
+        del self._open[nonce]
+        self._compact()
+
+    def _compact(self) -> None:
+        # A used challenge's heap entry stays until it reaches the top. Once such entries
+        # outnumber the live ones the heap is rebuilt without them: it stays within twice the
+        # store, and each rebuild costs no more than the entries it drops, O(1) amortized.
+        if len(self._expiry) > 2 * len(self._open):
+            self._expiry = [(c.expires_at, c.nonce) for c in self._open.values()]
+            heapq.heapify(self._expiry)
 
 
 def _iso(timestamp: float) -> str:

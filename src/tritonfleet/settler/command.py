@@ -1,9 +1,11 @@
 """`tritonfleet settler` and `tritonfleet reconcile`: the settler's two commands.
 
 `serve` settles committed charges every `settler.interval_s`, or sooner once
-`settler.max_charges` are waiting, until SIGINT/SIGTERM. `reconcile` lists every mismatch
-between the ledger's settlements and the vault's events; exit status 1 when there is any, so
-that it can run from cron or CI.
+`settler.max_charges` are waiting, until SIGINT/SIGTERM; a failed round is logged, counted and
+retried after a back-off (`rounds.py`), and its metrics are on `settler.metrics_port`.
+`reconcile` lists every mismatch between the ledger's settlements and the vault's events, and
+the batches failed for good; exit status 1 when there is any, so that it can run from cron or
+CI. It also lists the debts that short deposits left, which are no mismatch.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import logging
 import signal
 import sys
 import threading
-import time
 from types import FrameType
 
 from tritonfleet.config import FleetConfig, Settlement
@@ -20,15 +21,16 @@ from tritonfleet.payments.chain.client import ChainError, connect
 from tritonfleet.payments.ledger.database import default_ledger_url
 from tritonfleet.payments.ledger.states import BatchState
 from tritonfleet.payments.ledger.store import Ledger
-from tritonfleet.settler.reconcile import compare
+from tritonfleet.settler.metrics import SettlerMetrics
+from tritonfleet.settler.reconcile import compare, open_debts
+from tritonfleet.settler.rounds import Rounds
 from tritonfleet.settler.service import Settler
 
 log = logging.getLogger(__name__)
 
-# How often the settler looks whether enough charges wait to settle before the interval ends.
-CHECK_S = 1.0
 # Far more batches than one ledger holds; reconcile reads them all.
 ALL_BATCHES = 10**9
+WEI_PER_GWEI = 10**9
 
 
 def serve(config: FleetConfig) -> int:
@@ -41,19 +43,26 @@ def serve(config: FleetConfig) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     per_request = settings.settlement is Settlement.PER_REQUEST
-    with Ledger.open(default_ledger_url(config)) as ledger:
-        settler = Settler(ledger, connect(config), max_charges=1 if per_request else settings.max_charges)
-        log.info(
-            "settler running",
-            extra={"settlement": settings.settlement, "interval_s": settings.interval_s},
-        )
-        last_s = 0.0
-        while not stop.is_set():
-            due = time.monotonic() - last_s >= settings.interval_s
-            if due or per_request or ledger.committed_count() >= settings.max_charges:
-                settler.settle_pending()
-                last_s = time.monotonic()
-            stop.wait(CHECK_S)
+    metrics = SettlerMetrics()
+    server = metrics.serve(settings.metrics_host, settings.metrics_port)
+    try:
+        with Ledger.open(default_ledger_url(config)) as ledger:
+            settler = Settler(
+                ledger,
+                connect(config),
+                max_charges=1 if per_request else settings.max_charges,
+                max_attempts=settings.max_attempts,
+                max_fee_per_gas=round(settings.max_fee_gwei * WEI_PER_GWEI),
+            )
+            log.info(
+                "settler running",
+                extra={"settlement": settings.settlement, "interval_s": settings.interval_s},
+            )
+            Rounds(settler, settings, metrics).run(stop)
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
     log.info("settler stopped")
     return 0
 
@@ -61,6 +70,7 @@ def serve(config: FleetConfig) -> int:
 def reconcile(config: FleetConfig) -> int:
     with Ledger.open(default_ledger_url(config)) as ledger:
         batches = ledger.settlements(limit=ALL_BATCHES)
+        totals = ledger.totals_by_account()
     chain = connect(config, signing=False)
     try:
         problems = compare(batches, chain.settled_events(), chain.charged_events(), chain.shortfall_events())
@@ -69,8 +79,14 @@ def reconcile(config: FleetConfig) -> int:
         return 2
     for line in problems:
         print(line)
+    debts = open_debts(totals)
+    for line in debts:
+        print(line)
     confirmed = [batch for batch in batches if batch.state is BatchState.CONFIRMED]
     total = sum(batch.amount for batch in confirmed)
     verdict = "MISMATCH" if problems else "ledger and chain agree"
-    print(f"{verdict}: {len(confirmed)} settled batches, {total} credit settled, {len(problems)} problems")
+    print(
+        f"{verdict}: {len(confirmed)} settled batches, {total} credit settled, "
+        f"{len(debts)} accounts in debt, {len(problems)} problems"
+    )
     return 1 if problems else 0

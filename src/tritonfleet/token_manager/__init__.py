@@ -3,6 +3,6 @@
 command.py         `tritonfleet token-manager`: the app, its error handlers, its server
 routes.py          the endpoints          api.py        the HTTP bodies
 service.py         what they do           errors.py     its error tree
-gateway_credit.py  the gateway's reservations in flight, for balances
+signin_limit.py    sign-in's rate limit per client IP
 metrics.py         Prometheus
 """

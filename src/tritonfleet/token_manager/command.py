@@ -3,7 +3,7 @@
 The original design's `ethereum/token-manager`, as a FastAPI service. A user proves they own an
 address by signing a challenge (`signin`); the key issued in return is stored as a hash only,
 and no private key of a user ever reaches us. The service holds no state of its own: keys and
-usage are in the ledger, deposits on chain, reservations in flight in the gateway's memory.
+usage and the gateways' credit leases are in the ledger, deposits on chain.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -27,14 +26,14 @@ from tritonfleet.payments.chain.client import Chain, ChainError, connect
 from tritonfleet.payments.errors import PaymentsError
 from tritonfleet.payments.ledger.database import default_ledger_url
 from tritonfleet.payments.ledger.store import Ledger
-from tritonfleet.payments.signin import ChallengeStore
+from tritonfleet.payments.signin import ChallengesFull, ChallengeStore
 from tritonfleet.protocol import ErrorBody
 from tritonfleet.serving import ControlPlaneApp, HttpMetricsMiddleware, serve_asgi
-from tritonfleet.token_manager.errors import TokenManagerError
-from tritonfleet.token_manager.gateway_credit import GatewayCredit
+from tritonfleet.token_manager.errors import TokenManagerError, TooManySignIns
 from tritonfleet.token_manager.metrics import TokenManagerMetrics
 from tritonfleet.token_manager.routes import account, auth, ops, public
 from tritonfleet.token_manager.service import TokenManager
+from tritonfleet.token_manager.signin_limit import SignInRateLimit
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +44,9 @@ def create_app(
     ledger: Ledger | None = None,
     chain: Chain | None = None,
     clock: Callable[[], float] = time.time,
-    gateway_client: httpx.AsyncClient | None = None,
 ) -> FastAPI:
     """The token manager's app. What is passed in stays the caller's to close; what the app
-    opens itself (the ledger, the gateway client) it closes at the end of its lifespan."""
+    opens itself (the ledger) it closes at the end of its lifespan."""
     owned = AsyncExitStack()
     chain = chain if chain is not None else connect(config)
     if ledger is None:
@@ -59,7 +57,7 @@ def create_app(
         ledger,
         chain,
         _challenges(config, clock),
-        _gateway(config, gateway_client, owned),
+        _sign_in_limit(config, clock),
         TokenManagerMetrics(),
     )
 
@@ -93,22 +91,24 @@ def serve(config: FleetConfig) -> int:
 
 
 def _challenges(config: FleetConfig, clock: Callable[[], float]) -> ChallengeStore:
+    settings = config.token_manager
     # EIP-4361's domain and URI name the service that asks for the signature: this one.
-    authority = f"{config.token_manager.host}:{config.token_manager.port}"
+    authority = f"{settings.host}:{settings.port}"
     return ChallengeStore(
-        authority, f"http://{authority}", config.chain.chain_id, config.token_manager.challenge_ttl_s, clock
+        authority,
+        f"http://{authority}",
+        config.chain.chain_id,
+        settings.challenge_ttl_s,
+        settings.challenge_max,
+        clock,
     )
 
 
-def _gateway(
-    config: FleetConfig, client: httpx.AsyncClient | None, owned: AsyncExitStack
-) -> GatewayCredit | None:
-    if not config.token_manager.gateway_url:
-        return None
-    if client is None:
-        client = httpx.AsyncClient()
-        owned.push_async_callback(client.aclose)
-    return GatewayCredit(config.token_manager.gateway_url, client)
+def _sign_in_limit(config: FleetConfig, clock: Callable[[], float]) -> SignInRateLimit:
+    settings = config.token_manager
+    return SignInRateLimit(
+        settings.signin_rate_per_s, settings.signin_burst, settings.signin_clients_max, clock
+    )
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -129,7 +129,9 @@ async def _on_error(_request: Request, exc: TokenManagerError | PaymentsError) -
         # which holds a provider's key. Neither the answer nor the log repeats it.
         log.warning("a chain call failed", extra={"error": type(exc).__name__})
         return _error(exc.status, "the chain failed a call; try again later")
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+    if isinstance(exc, TooManySignIns | ChallengesFull):
+        headers["Retry-After"] = str(exc.retry_after_s)
     return _error(exc.status, str(exc), headers)
 
 

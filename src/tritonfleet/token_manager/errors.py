@@ -17,6 +17,7 @@ class TokenManagerError(Exception):
     ├── SignInRequired (401)    a missing, unknown or revoked API key
     ├── FaucetClosed (403)      the faucet on a chain that is not a development chain
     ├── KeyNotFound (404)       no key of the caller's has this key id
+    ├── TooManySignIns (429)    a client IP over its sign-in rate; comes with Retry-After
     └── ChainFailed (502)       the chain refused or failed a call
         ├── ChainDown (503)     the chain is unreachable, or its contracts are unknown
         └── ChainTimeout (504)  a faucet transaction was not confirmed in time
@@ -39,6 +40,14 @@ class FaucetClosed(TokenManagerError):
 
 class KeyNotFound(TokenManagerError):
     status = 404
+
+
+class TooManySignIns(TokenManagerError):
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class ChainFailed(TokenManagerError):

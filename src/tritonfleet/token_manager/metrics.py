@@ -16,7 +16,8 @@ class TokenManagerMetrics:
         self.http = HttpMetrics(self.collectors, PREFIX)
         self.sign_ins = Counter(
             f"{PREFIX}_sign_ins",
-            "Sign-ins, by outcome (issued: a key was issued; refused: a bad or stale signature).",
+            "Sign-ins, by outcome (issued: a key was issued; refused: a bad or stale signature; "
+            "rate_limited: a client IP over its rate; challenges_full: the challenge store full).",
             ["outcome"],
             registry=self.collectors,
         )

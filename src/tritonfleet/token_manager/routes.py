@@ -67,13 +67,21 @@ async def caller_of(
 
 Authenticated = Annotated[KeyHolder, Depends(caller_of)]
 
-auth = APIRouter(prefix="/v1/auth", tags=["sign-in"])
+
+async def sign_in_admitted(request: Request, manager: Manager) -> None:
+    # The peer of the connection as this service sees it: behind a proxy, the proxy's IP.
+    manager.admit_sign_in(request.client.host if request.client else "")
+
+
+auth = APIRouter(
+    prefix="/v1/auth", tags=["sign-in"], dependencies=[Depends(sign_in_admitted)], responses=_errors(429)
+)
 account = APIRouter(prefix="/v1", tags=["account"], responses=_errors(401))
 public = APIRouter(prefix="/v1", tags=["public"])
 ops = APIRouter(tags=["operations"])
 
 
-@auth.post("/challenge", response_model=ChallengeResponse, responses=_errors(400))
+@auth.post("/challenge", response_model=ChallengeResponse, responses=_errors(400, 503))
 async def challenge(body: ChallengeRequest, manager: Manager) -> ChallengeResponse:
     """A one-time EIP-4361 message for the address to sign, good until `expires_at`."""
     issued = manager.challenge(body.address)

@@ -24,6 +24,7 @@ from tritonfleet.payments.ledger.store import Ledger
 from tritonfleet.payments.money import Credit
 from tritonfleet.payments.signin import (
     Challenge,
+    ChallengesFull,
     ChallengeStore,
     SignInError,
     checksum,
@@ -36,10 +37,11 @@ from tritonfleet.token_manager.errors import (
     FaucetClosed,
     KeyNotFound,
     SignInRequired,
+    TooManySignIns,
     chain_errors,
 )
-from tritonfleet.token_manager.gateway_credit import GatewayCredit
 from tritonfleet.token_manager.metrics import TokenManagerMetrics
+from tritonfleet.token_manager.signin_limit import SignInRateLimit
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +70,34 @@ class TokenManager:
         ledger: Ledger,
         chain: Chain,
         challenges: ChallengeStore,
-        gateway: GatewayCredit | None,
+        sign_in_limit: SignInRateLimit,
         metrics: TokenManagerMetrics,
     ) -> None:
         self.config = config
         self.ledger = ledger
         self.chain = chain
         self.challenges = challenges
-        self.gateway = gateway
+        self.sign_in_limit = sign_in_limit
         self.metrics = metrics
         # The operator's nonce is read per transaction: two faucet calls at once would collide.
         self._faucet_lock = threading.Lock()
 
     # Sign-in (on the event loop)
 
+    def admit_sign_in(self, client: str) -> None:
+        """Count one sign-in request of the client IP's against its rate."""
+        try:
+            self.sign_in_limit.take(client)
+        except TooManySignIns:
+            self.metrics.sign_ins.labels("rate_limited").inc()
+            raise
+
     def challenge(self, address: str) -> Challenge:
-        return self.challenges.issue(address)
+        try:
+            return self.challenges.issue(address)
+        except ChallengesFull:
+            self.metrics.sign_ins.labels("challenges_full").inc()
+            raise
 
     def verify(self, address: str, message: str, signature: str) -> str:
         try:
@@ -128,15 +142,16 @@ class TokenManager:
     # Balance, usage, settlements
 
     async def balance(self, caller: KeyHolder) -> CreditSnapshot:
-        deposit, pending, unsettled = await run_in_threadpool(self._durable_balance, caller.account)
-        reserved = Credit(0) if self.gateway is None else await self.gateway.reserved(caller.api_key)
-        return CreditSnapshot(caller.account, deposit, pending, unsettled, reserved)
+        return await run_in_threadpool(self._balance, caller.account)
 
-    def _durable_balance(self, account: str) -> tuple[Credit, Credit, Credit]:
+    def _balance(self, account: str) -> CreditSnapshot:
+        """Deposit and pending withdrawal on chain; unsettled charges, and what the gateways'
+        credit leases hold (for requests in flight or about to come), in the ledger."""
         with chain_errors(self.chain.rpc_url):
             deposit = self.chain.deposit_of(account)
             pending = self.chain.pending_withdrawal_of(account).amount
-        return deposit, pending, self.ledger.totals(account).unsettled
+        unsettled = self.ledger.totals(account).unsettled
+        return CreditSnapshot(account, deposit, pending, unsettled, self.ledger.leased(account))
 
     def usage(
         self, account: str, limit: int, before: str | None, key_id: str | None = None

@@ -22,6 +22,7 @@ import httpx
 from tritonfleet.config import FleetConfig, NodeConfig, to_env
 from tritonfleet.processes import ServiceProcess, wait_http_ok
 from tritonfleet.protocol import NodeView
+from tritonfleet.up.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,6 @@ class LocalCluster:
         self.env = {**os.environ, **to_env(config)}
         # The gateway asks the scheduler this cluster runs, wherever its port was moved.
         self.env["TRITONFLEET_GATEWAY_SCHEDULER_URL"] = self.scheduler_url
-        self.env["TRITONFLEET_TOKEN_MANAGER_GATEWAY_URL"] = self.gateway_url
         self.env["TRITONFLEET_WEB_GATEWAY_URL"] = self.gateway_url
         self.env["TRITONFLEET_WEB_TOKEN_MANAGER_URL"] = self.token_manager_url
         if config.cluster.token is None and config.cluster.token_file is None:
@@ -70,6 +70,8 @@ class LocalCluster:
         self.token_manager = self._service("token-manager") if paid else None
         self.settler = self._service("settler") if paid else None
         self.web = self._service("web") if with_web else None
+        # Restarted when it dies: a settler down only lets charges queue in the ledger.
+        self.supervisor = Supervisor([self.settler] if self.settler is not None else [])
 
     @property
     def gateway_url(self) -> str:
@@ -165,7 +167,16 @@ class LocalCluster:
                 proc.wait_or_kill(timeout_s=self.config.node.drain_timeout_s + 10)
 
     def died(self) -> list[ServiceProcess]:
-        return [proc for proc in self.processes() if proc.proc is not None and not proc.alive()]
+        """The services that exited, but for the supervised ones, which `tend` restarts."""
+        return [
+            proc
+            for proc in self.processes()
+            if proc.proc is not None and not proc.alive() and proc not in self.supervisor.processes
+        ]
+
+    def tend(self) -> list[ServiceProcess]:
+        """Restart the supervised services that died; those restarted."""
+        return self.supervisor.tend()
 
     def _service(self, command: str) -> ServiceProcess:
         argv = [sys.executable, "-m", "tritonfleet", command]

@@ -33,9 +33,12 @@ def banner(cluster: LocalCluster, api_key: str | None = None) -> str:
         env_file = cluster.state_dir / DEV_ENV_FILE
         auth_header = ' -H "Authorization: Bearer $TRITONFLEET_API_KEY"'
         auth_arg = ', headers={"Authorization": "Bearer " + os.environ["TRITONFLEET_API_KEY"]}'
+        settler = cluster.config.settler
+        settler_metrics = f"http://{settler.metrics_host}:{settler.metrics_port}/metrics"
         paid = f"""
   payments                  on: each inference is charged to the development account
   token manager             {cluster.token_manager_url}   (keys, balance, usage, faucet)
+  settler metrics           {settler_metrics}   (restarted if it dies)
   chain (anvil)             {cluster.config.chain.rpc_url}
   API key                   in {env_file}; first run:  set -a; . {env_file}; set +a
 """
@@ -83,6 +86,7 @@ def serve(config: FleetConfig) -> int:
             _, api_key = ensure_dev_key(STATE_DIR, cluster.token_manager_url)
         print(banner(cluster, api_key), flush=True)
         while not (dead := cluster.died()):
+            cluster.tend()
             time.sleep(0.5)
         print(f"{dead[0].name} exited; its log ends:\n{dead[0].tail()}", file=sys.stderr)
         return 1

@@ -49,7 +49,9 @@ def test_the_project_contracts_compile() -> None:
     """Both contracts compile to creation bytecode with their ABI."""
     built = contracts.load_contracts()
     assert built.credit.bytecode.startswith("0x") and built.vault.bytecode.startswith("0x")
-    assert {"settle", "is_settled", "deposit_with_permit"} <= {f.get("name") for f in built.vault.abi}
+    assert {"settle", "is_settled", "deposit_with_permit", "balances_of"} <= {
+        f.get("name") for f in built.vault.abi
+    }
 
 
 def test_cache_key_follows_the_sources(tmp_path: Path) -> None:

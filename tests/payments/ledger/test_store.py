@@ -2,16 +2,18 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import select
+from sqlalchemy import Engine, select, text
 
 from tests.fakes import FakeClock
 from tritonfleet.payments.errors import DuplicateApiKey, IllegalTransition, UnknownBatch
-from tritonfleet.payments.ledger.database import create_ledger_engine
+from tritonfleet.payments.ledger.database import SCRIPT_LOCATION, create_ledger_engine, write_transaction
 from tritonfleet.payments.ledger.records import AccountTotals, NewCharge, batch_id_for
 from tritonfleet.payments.ledger.schema import VERSION_TABLE, Base, ChargeRow
-from tritonfleet.payments.ledger.states import BatchState, ChargeState
+from tritonfleet.payments.ledger.states import BatchState, ChargeKind, ChargeState
 from tritonfleet.payments.ledger.store import _CHARGE_COLUMNS, Ledger
 from tritonfleet.payments.money import Credit
 
@@ -33,6 +35,10 @@ def ledger(ledger_url: str, clock: FakeClock) -> Iterator[Ledger]:
         yield opened
 
 
+def alices(*request_ids: str) -> list[tuple[str, str]]:
+    return [("alice", request_id) for request_id in request_ids]
+
+
 def record_one_by_one(ledger: Ledger, clock: FakeClock, charges: list[NewCharge]) -> None:
     for each in charges:
         ledger.record_committed([each])
@@ -43,9 +49,9 @@ def record_one_by_one(ledger: Ledger, clock: FakeClock, charges: list[NewCharge]
 
 
 def test_recording_a_request_id_again_changes_nothing(ledger: Ledger, clock: FakeClock) -> None:
-    assert ledger.record_committed([charge("r1", amount=5)]) == ["r1"]
+    assert ledger.record_committed([charge("r1", amount=5)]) == [("alice", "r1")]
     clock.advance(10)
-    assert ledger.record_committed([charge("r1", amount=7), charge("r2")]) == ["r2"]
+    assert ledger.record_committed([charge("r1", amount=7), charge("r2")]) == [("alice", "r2")]
     (first,) = [c for c in ledger.usage("alice") if c.request_id == "r1"]
     assert (first.amount, first.created_at_s) == (5, 1_700_000_000.0)
     assert ledger.totals("alice") == AccountTotals(committed=Credit(6))
@@ -63,12 +69,36 @@ def test_usage_can_be_read_per_api_key(ledger: Ledger) -> None:
 
 
 def test_a_request_id_twice_in_one_call_is_recorded_once(ledger: Ledger) -> None:
-    assert ledger.record_committed([charge("r1", amount=2), charge("r1", amount=3)]) == ["r1"]
+    assert ledger.record_committed([charge("r1", amount=2), charge("r1", amount=3)]) == [("alice", "r1")]
     assert [c.amount for c in ledger.usage("alice")] == [2]
 
 
-def test_the_charge_insert_names_every_column_of_the_table() -> None:
-    assert sorted(_CHARGE_COLUMNS) == sorted(ChargeRow.__table__.columns.keys())
+def test_request_ids_are_unique_per_account_only(ledger: Ledger) -> None:
+    # Request ids are the client's: another account choosing the same id must get its own
+    # charge, not be refused as a replay of the victim's (nor block the victim's).
+    assert ledger.record_committed([charge("r1", "mallory", 1)]) == [("mallory", "r1")]
+    assert ledger.record_committed([charge("r1", "alice", 5), charge("r1", "bob", 7)]) == [
+        ("alice", "r1"),
+        ("bob", "r1"),
+    ]
+    assert ledger.record_committed([charge("r1", "alice", 9)]) == []
+    assert ledger.unsettled_by_account() == {"alice": 5, "bob": 7, "mallory": 1}
+    assert (ledger.charged("alice", "r1"), ledger.charged("alice", "r2"), ledger.charged("carol", "r1")) == (
+        True,
+        False,
+        False,
+    )
+
+
+def test_a_charge_keeps_its_lease_and_is_an_inference(ledger: Ledger) -> None:
+    ledger.record_committed([NewCharge("r1", "alice", "simple", "1", Credit(1), "key-a", "lease-1")])
+    (recorded,) = ledger.usage("alice")
+    assert (recorded.lease_id, recorded.kind, recorded.key_id) == ("lease-1", ChargeKind.INFERENCE, "key-a")
+
+
+def test_the_charge_insert_names_every_column_of_the_table_but_its_kind() -> None:
+    # The hot insert leaves `kind` to its server default: only settlements record debts.
+    assert sorted(_CHARGE_COLUMNS) == sorted(set(ChargeRow.__table__.columns.keys()) - {"kind"})
 
 
 def test_a_large_call_is_recorded_whole(ledger: Ledger) -> None:
@@ -101,9 +131,9 @@ def test_a_batch_takes_at_most_m_of_the_oldest_charges(ledger: Ledger, clock: Fa
     record_one_by_one(ledger, clock, [charge(f"r{i}") for i in (5, 3, 9, 1, 7)])
     batch = ledger.build_batch(max_charges=3)
     assert batch is not None and batch.charge_count == 3
-    assert batch.batch_id == batch_id_for(["r5", "r3", "r9"])
+    assert batch.batch_id == batch_id_for(alices("r5", "r3", "r9"))
     rest = ledger.build_batch(max_charges=3)
-    assert rest is not None and rest.batch_id == batch_id_for(["r1", "r7"])
+    assert rest is not None and rest.batch_id == batch_id_for(alices("r1", "r7"))
     assert ledger.build_batch(max_charges=3) is None
 
 
@@ -111,9 +141,11 @@ def test_a_batch_stops_before_the_account_one_settlement_cannot_pay(ledger: Ledg
     accounts = ["alice", "bob", "alice", "carol", "bob", "dave"]
     record_one_by_one(ledger, clock, [charge(f"r{i}", a) for i, a in enumerate(accounts)])
     batch = ledger.build_batch(max_charges=10, max_accounts=2)
-    assert batch is not None and batch.batch_id == batch_id_for(["r0", "r1", "r2"])
+    assert batch is not None and batch.batch_id == batch_id_for(
+        [("alice", "r0"), ("bob", "r1"), ("alice", "r2")]
+    )
     rest = ledger.build_batch(max_charges=10, max_accounts=2)
-    assert rest is not None and rest.batch_id == batch_id_for(["r3", "r4"])
+    assert rest is not None and rest.batch_id == batch_id_for([("carol", "r3"), ("bob", "r4")])
     last = ledger.build_batch(max_charges=10, max_accounts=2)
     assert last is not None and last.totals == (("dave", 1),)
 
@@ -128,12 +160,17 @@ def test_a_batch_sums_its_charges_per_account(ledger: Ledger) -> None:
     assert batch.amount == 10
 
 
-def test_the_batch_id_depends_only_on_the_set_of_request_ids(
+def test_the_batch_id_depends_only_on_the_set_of_charge_keys(
     ledger_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    assert batch_id_for(["b", "a", "c"]) == batch_id_for(["c", "b", "a"])
-    assert batch_id_for(["ab", "c"]) != batch_id_for(["a", "bc"])
-    assert len(batch_id_for(["a"])) == 66
+    assert batch_id_for(alices("b", "a", "c")) == batch_id_for(alices("c", "b", "a"))
+    # Each part is length-prefixed: no two different sets hash the same input.
+    assert batch_id_for(alices("ab", "c")) != batch_id_for(alices("a", "bc"))
+    assert batch_id_for([("alice", "r1")]) != batch_id_for([("alic", "er1")])
+    # The same request id of two accounts is two charges, and another batch than either's.
+    both = batch_id_for([("alice", "r1"), ("bob", "r1")])
+    assert len({both, batch_id_for([("alice", "r1")]), batch_id_for([("bob", "r1")])}) == 3
+    assert len(batch_id_for(alices("a"))) == 66
     ids = []
     for url in (ledger_url, f"sqlite:///{tmp_path_factory.mktemp('other')}/ledger.db"):
         with Ledger.open(url) as ledger:
@@ -141,7 +178,7 @@ def test_the_batch_id_depends_only_on_the_set_of_request_ids(
             batch = ledger.build_batch(max_charges=10)
             assert batch is not None
             ids.append(batch.batch_id)
-    assert ids[0] == ids[1] == batch_id_for(["x", "y", "z"])
+    assert ids[0] == ids[1] == batch_id_for([("alice", "x"), ("bob", "y"), ("alice", "z")])
 
 
 def test_a_sent_then_confirmed_batch_settles_its_charges(ledger: Ledger) -> None:
@@ -339,9 +376,46 @@ def test_migrating_an_empty_database_gives_the_declared_schema(ledger_url: str) 
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
             assert compare_metadata(context, Base.metadata) == []
-            assert context.get_current_revision() == "0002"
+            assert context.get_current_revision() == "0003"
     finally:
         engine.dispose()
+
+
+def upgrade_to(engine: Engine, revision: str) -> None:
+    """Migrate as `migrate` does, but only as far as `revision`."""
+    config = Config()
+    config.set_main_option("script_location", SCRIPT_LOCATION)
+    with write_transaction(engine) as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def test_migrating_a_0002_ledger_keeps_its_charges_and_keys_them_per_account(ledger_url: str) -> None:
+    engine = create_ledger_engine(ledger_url)
+    try:
+        upgrade_to(engine, "0002")
+        with write_transaction(engine) as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO charge (request_id, account, model, version, amount, state,"
+                    " created_at_s, updated_at_s, key_id) VALUES"
+                    " ('r1', 'alice', 'simple', '1', 4, 'committed', 1.0, 1.0, 'key-a')"
+                )
+            )
+    finally:
+        engine.dispose()
+    with Ledger.open(ledger_url) as migrated:
+        (old,) = migrated.usage("alice")
+        assert (old.request_id, old.amount, old.key_id, old.lease_id, old.kind) == (
+            "r1",
+            4,
+            "key-a",
+            None,
+            ChargeKind.INFERENCE,
+        )
+        # Keyed per account now: bob may use alice's id, alice may not use it again.
+        assert migrated.record_committed([charge("r1", "bob"), charge("r1", "alice")]) == [("bob", "r1")]
+        assert migrated.unsettled_by_account() == {"alice": 4, "bob": 1}
 
 
 def test_gateways_starting_together_all_open_one_migrated_ledger(ledger_url: str) -> None:

@@ -1,6 +1,7 @@
 """Paid streams: each request of a stream is charged once, before its first output is relayed.
 
-A request's price is held (`PaidPath.hold`) when it is sent on, as for a unary call. The first
+A request's price is held (`PaidPath.hold`) when it is sent on, as for a unary call, once its
+API key is found still valid: a key revoked while its stream is open ends the stream there. The first
 response that answers it without an error charges it before that response is relayed, so a
 client that reads outputs has paid for them, however the stream ends afterwards. A request
 whose first response is an error, or that is still unanswered when the stream ends, is
@@ -52,13 +53,16 @@ class StreamCharges:
         self._sent = 0
         self._in_flight: dict[str, _InFlight] = {}
 
-    def outgoing(self, request: bytes) -> bytes:
+    async def outgoing(self, request: bytes) -> bytes:
         """Hold the request's price; the bytes to send on. Raises the paid path's refusals (and
-        MalformedRequest): the stream then ends once the requests in flight are done."""
+        MalformedRequest), a revoked key's among them: the stream then ends once the requests
+        in flight are done."""
+        self.paid.check_key(self.payer)
         route = parse_route(request)
         self._sent += 1
         charge_id = f"{self.charge_prefix}.{self._sent}"
         held = self.paid.hold(self.payer, charge_id, route.model, route.version or None)
+        await held.reserve()
         client_wants = wants_empty_final(request)
         tracking_id = route.request_id
         if not tracking_id or tracking_id in self._in_flight:

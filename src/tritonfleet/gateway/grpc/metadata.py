@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from tritonfleet.gateway.request_ids import new_request_id
+from tritonfleet.gateway.request_ids import checked_request_id, new_request_id
 
 REQUEST_ID = "x-request-id"
 NODE = "x-tritonfleet-node"
@@ -23,6 +23,8 @@ _NOT_FORWARDED = frozenset({AUTHORIZATION, REQUEST_ID, "user-agent", "te", "cont
 @dataclass(frozen=True, slots=True)
 class Incoming:
     request_id: str
+    # The client chose the request id (else the gateway made a new one).
+    request_id_from_client: bool
     authorization: str | None
     # For the node: the client's own metadata, less the API key, plus the request id.
     upstream: tuple[tuple[str, str | bytes], ...]
@@ -38,9 +40,10 @@ def read_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> Incomin
             authorization = value
         elif key not in _NOT_FORWARDED and not key.startswith((":", "grpc-")):
             forwarded.append((key, value))
-    request_id = request_id or new_request_id()
+    from_client = bool(request_id)
+    request_id = checked_request_id(request_id) if from_client else new_request_id()
     forwarded.append((REQUEST_ID, request_id))
-    return Incoming(request_id, authorization, tuple(forwarded))
+    return Incoming(request_id, from_client, authorization, tuple(forwarded))
 
 
 @dataclass(slots=True)

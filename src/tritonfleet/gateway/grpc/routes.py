@@ -208,7 +208,10 @@ class GrpcRoutes:
         self, paid: PaidPath, message: bytes, route: Route, incoming: Incoming, deadline: float
     ) -> tuple[GrpcServed, Charged | None]:
         payer = paid.authenticate(incoming.authorization)
-        async with paid.hold(payer, incoming.request_id, route.model, route.version or None) as held:
+        held = paid.hold(
+            payer, incoming.request_id, route.model, route.version or None, incoming.request_id_from_client
+        )
+        async with held:
             served = await self._forward_infer(message, route, incoming, deadline)
             if served.code is not grpc.StatusCode.OK:
                 return served, None

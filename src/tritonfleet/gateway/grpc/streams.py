@@ -170,7 +170,7 @@ class PinnedStream:
 
     async def _send(self, request: bytes) -> None:
         if self.charges is not None:
-            request = self.charges.outgoing(request)
+            request = await self.charges.outgoing(request)
         await self.call.write(request)
 
 

@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import asdict
 from functools import partial
 from typing import Any
 
@@ -17,7 +16,7 @@ from tritonfleet.gateway.http import cluster
 from tritonfleet.gateway.http.forwarding import HttpForwarder
 from tritonfleet.gateway.http.responses import error_response, json_response, refusal
 from tritonfleet.gateway.paid import PaidPath
-from tritonfleet.gateway.request_ids import new_request_id
+from tritonfleet.gateway.request_ids import checked_request_id, new_request_id
 from tritonfleet.gateway.service import GatewayCore
 from tritonfleet.metrics import render
 from tritonfleet.protocol import NodeView
@@ -86,14 +85,19 @@ class HttpRoutes:
 
     async def _routed(self, request: web.Request, route: str) -> web.StreamResponse:
         started = time.monotonic()
-        request_id = request.headers.get("X-Request-ID") or new_request_id()
+        chosen = request.headers.get("X-Request-ID")
+        request_id = new_request_id()
         model = request.match_info["model"]
         version = request.match_info.get("version")
         self.metrics.in_flight.inc()
         try:
+            if chosen:
+                request_id = checked_request_id(chosen)
             paid = self.core.paid
             if paid is not None and route == "infer":
-                response = await self._serve_paid(paid, request, request_id, model, version, started)
+                response = await self._serve_paid(
+                    paid, request, request_id, bool(chosen), model, version, started
+                )
             else:
                 response = await self._serve(request, request_id, model, version, started)
         except (GatewayError, SchedulerError) as exc:
@@ -121,12 +125,13 @@ class HttpRoutes:
         paid: PaidPath,
         request: web.Request,
         request_id: str,
+        request_id_from_client: bool,
         model: str,
         version: str | None,
         started: float,
     ) -> web.Response:
         payer = paid.authenticate(request.headers.get("Authorization"))
-        async with paid.hold(payer, request_id, model, version) as held:
+        async with paid.hold(payer, request_id, model, version, request_id_from_client) as held:
             response = await self._serve(request, request_id, model, version, started, strip_auth=True)
             if response.status == 200:
                 charged = await held.charge()
@@ -135,15 +140,14 @@ class HttpRoutes:
         return response
 
     async def credit(self, request: web.Request) -> web.Response:
-        """The caller's credit as this gateway holds it, reservations in flight included."""
+        """The caller's lease on this gateway: granted, charged, held by requests in flight, free."""
         if self.core.paid is None:
             return error_response(404, "payments are not enabled on this gateway")
         try:
             payer = self.core.paid.authenticate(request.headers.get("Authorization"))
         except GatewayError as exc:
             return refusal(exc, None, self.config.retry_after_s)
-        snapshot = self.core.paid.snapshot(payer.account)
-        return json_response({**asdict(snapshot), "available": snapshot.available})
+        return json_response(self.core.paid.credit(payer.account))
 
     async def _serve(
         self,

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from eth_abi.exceptions import DecodingError
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
@@ -35,6 +36,7 @@ from tritonfleet.payments.chain.deployment import Deployment
 from tritonfleet.payments.chain.keys import operator_account
 from tritonfleet.payments.chain.permit import Permit, PermitDomain
 from tritonfleet.payments.chain.records import (
+    ChainBalances,
     ChargedEvent,
     Fees,
     PendingWithdrawal,
@@ -56,8 +58,10 @@ class ChainError(PaymentsError):
     """Root of the errors of chain access.
 
     ChainError                  an RPC error that fits none below (a bad request, say)
-    ├── ChainUnavailable        the endpoint did not answer: refused, timed out, 5xx, rate-limited;
-    │                           transient, so callers queue the work and retry
+    ├── ChainUnavailable        the endpoint did not answer: refused, timed out, 5xx, rate-limited,
+    │                           or a node behind it lagging ("header not found"); transient, so
+    │                           callers queue the work and retry
+    ├── FeeAboveCeiling         the fees a transaction needs exceed the caller's ceiling: wait
     ├── ReceiptTimeout          no confirmed receipt in time; the transaction may still be mined,
     │                           so wait again, or replace it (same nonce, higher fees)
     ├── WrongChain              the endpoint serves another chain than the configured chain id
@@ -76,6 +80,10 @@ class ChainUnavailable(ChainError):
 
 
 class ReceiptTimeout(ChainError):
+    pass
+
+
+class FeeAboveCeiling(ChainError):
     pass
 
 
@@ -110,6 +118,10 @@ class TransactionReverted(ChainError):
 
 # PaymentVault's MAX_BATCH: the most accounts one settle takes.
 MAX_BATCH_ACCOUNTS = 1000
+# PaymentVault's MAX_READ: the most accounts one balances_of call reads.
+MAX_READ_ACCOUNTS = 1000
+# What balances_of returns: the deposits, then the pending withdrawals.
+_BALANCES_OF = ["uint256[]", "uint256[]"]
 
 # Estimates are exact for the state they ran on; the margin absorbs state that moved since.
 _GAS_MARGIN_PCT = 20
@@ -126,6 +138,14 @@ _NONCE_TAKEN = re.compile(r"nonce too low|replacement transaction underpriced", 
 NONCE_ATTEMPTS = 3
 # How geth ("already known"), anvil ("already imported") and others say the pool has it.
 _ALREADY_KNOWN = re.compile(r"already known|already imported|known transaction", re.IGNORECASE)
+# JSON-RPC errors that mean "not now" rather than "no": a provider's rate limit (EIP-1474's
+# -32005, "limit exceeded"), a node behind a load balancer that lags the block asked for, or
+# the operator's key out of gas money (until it is funded: no batch is at fault, and none may
+# be failed for good over it; the settler's failure metrics show it).
+_TRANSIENT_CODES = frozenset({-32005})
+_TRANSIENT = re.compile(
+    r"header not found|rate.?limit|too many requests|request limit|insufficient funds", re.IGNORECASE
+)
 
 # 32 bytes, or their 0x-prefixed hex (the ledger's form).
 BatchId = bytes | str
@@ -138,6 +158,15 @@ class SignedTx:
     tx_hash: str
     nonce: int
     raw: bytes
+
+
+@dataclass(frozen=True)
+class SettledBatch:
+    """Where the vault settled a batch id, and what it could not take from short deposits."""
+
+    block_number: int
+    tx_hash: str
+    shortfalls: tuple[ShortfallEvent, ...]
 
 
 class Chain:
@@ -289,16 +318,18 @@ class Chain:
         amounts: Sequence[Credit],
         nonce: int | None = None,
         replaces: str | None = None,
+        max_fee_per_gas: int | None = None,
     ) -> SignedTx:
         """The signed settlement of one batch, not yet sent: record its hash and nonce, then
         `broadcast` it, so that a crash in between leaves a record of what may be in flight.
 
         Resending after a crash: pass the recorded `nonce`, and the recorded hash as `replaces`
         to outbid it if it is still pending; the vault settles a batch id once whatever arrives.
+        Raises FeeAboveCeiling rather than bid over `max_fee_per_gas` (wei).
         """
         fn = self._settle_fn(batch_id, accounts, amounts)
         try:
-            return self._sign(fn, nonce=nonce, replaces=replaces)
+            return self._sign(fn, nonce=nonce, replaces=replaces, max_fee_per_gas=max_fee_per_gas)
         except TransactionRejected:
             if self.is_settled(batch_id):
                 raise BatchAlreadySettled(f"batch 0x{_bytes32(batch_id).hex()} is settled already") from None
@@ -351,6 +382,43 @@ class Chain:
     def deposit_of(self, account: str) -> Credit:
         return Credit(_call(self._vault_c.functions.deposits(Web3.to_checksum_address(account))))
 
+    def balances(self, accounts: Iterable[str]) -> ChainBalances:
+        """Deposits and pending withdrawals of `accounts`, all as of one block: the block number,
+        then one eth_call of the vault's `balances_of` per MAX_READ_ACCOUNTS accounts, each pinned
+        to that block, so that a block mined meanwhile cannot mix two states in one snapshot."""
+        vault = self._vault_c
+        given = list(accounts)
+        block = self.block_number()
+        deposits: dict[str, Credit] = {}
+        pending: dict[str, Credit] = {}
+        for start in range(0, len(given), MAX_READ_ACCOUNTS):
+            chunk = given[start : start + MAX_READ_ACCOUNTS]
+            chunk_deposits, chunk_pending = self._balances_of(vault, chunk, block)
+            for account, deposit, withdrawal in zip(chunk, chunk_deposits, chunk_pending, strict=True):
+                deposits[account] = Credit(deposit)
+                pending[account] = Credit(withdrawal)
+        return ChainBalances(block, deposits, pending)
+
+    def _balances_of(
+        self, vault: Contract, accounts: Sequence[str], block: int
+    ) -> tuple[Sequence[int], Sequence[int]]:
+        """One eth_call of `balances_of` at `block`, sent raw: web3's validation middleware asks
+        the node for its chain id twice around every eth_call, three round trips instead of one."""
+        data = vault.encode_abi("balances_of", [[Web3.to_checksum_address(a) for a in accounts]])
+        with _rpc():
+            response = self.w3.provider.make_request(
+                RPCEndpoint("eth_call"), [{"to": vault.address, "data": data}, hex(block)]
+            )
+            if "error" in response:
+                # Raised as web3 would, so that _rpc tells a transient error from a refusal.
+                message = f"eth_call balances_of at block {block}: {response['error']}"
+                raise Web3RPCError(message, rpc_response=response)
+        try:
+            deposits, pending = self.w3.codec.decode(_BALANCES_OF, HexBytes(response["result"]))
+        except DecodingError as exc:
+            raise NotDeployed(f"no balances_of in the vault at {vault.address}: redeploy") from exc
+        return deposits, pending
+
     def credit_balance_of(self, account: str) -> Credit:
         return Credit(_call(self._credit_c.functions.balanceOf(Web3.to_checksum_address(account))))
 
@@ -378,19 +446,24 @@ class Chain:
     # --- events ----------------------------------------------------------------------------
 
     def vault_events(
-        self, name: str, from_block: int | None = None, to_block: int | None = None
+        self,
+        name: str,
+        from_block: int | None = None,
+        to_block: int | None = None,
+        batch_id: BatchId | None = None,
     ) -> list[VaultEvent]:
-        """Every `name` event of the vault in [from_block, to_block] (default: deployment to head)."""
+        """Every `name` event of the vault in [from_block, to_block] (default: deployment to head),
+        or only those of one `batch_id` (the node filters on the indexed argument)."""
         start = self.deployment.block if from_block is None else from_block
         end = self.block_number() if to_block is None else to_block
         event = self._vault_c.events[name]()
+        only = None if batch_id is None else {"batch_id": _bytes32(batch_id)}
         found: list[VaultEvent] = []
         for low in range(start, end + 1, _LOG_RANGE_BLOCKS):
             high = min(end, low + _LOG_RANGE_BLOCKS - 1)
             with _rpc():
-                found.extend(
-                    vault_event_from_web3(log) for log in event.get_logs(from_block=low, to_block=high)
-                )
+                logs = event.get_logs(argument_filters=only, from_block=low, to_block=high)
+                found.extend(vault_event_from_web3(log) for log in logs)
         return found
 
     def settled_events(
@@ -407,6 +480,26 @@ class Chain:
         self, from_block: int | None = None, to_block: int | None = None
     ) -> list[ShortfallEvent]:
         return [shortfall(e) for e in self.vault_events("Shortfall", from_block, to_block)]
+
+    def settlement_of(self, batch_id: BatchId, tx_hash: str | None = None) -> SettledBatch | None:
+        """Where the vault settled `batch_id`, with the shortfalls it logged then; None while no
+        settlement of it is found.
+
+        `tx_hash`, the settle transaction sent for it, is where to look first; when it did not
+        land (another one at its nonce did, or the batch was settled before a crash), the
+        vault's logs are searched from the deployment on.
+        """
+        receipt = self.receipt_of(tx_hash) if tx_hash is not None else None
+        if receipt is not None and receipt.succeeded:
+            # A settle that succeeded settled its batch: the vault reverts any repeat.
+            block, settled_by = receipt.block_number, receipt.tx_hash
+        else:
+            found = self.vault_events("Settled", batch_id=batch_id)
+            if not found:
+                return None
+            block, settled_by = found[0].block_number, found[0].tx_hash
+        shortfalls = self.vault_events("Shortfall", block, block, batch_id=batch_id)
+        return SettledBatch(block, settled_by, tuple(shortfall(e) for e in shortfalls))
 
     # --- internals -------------------------------------------------------------------------
 
@@ -467,13 +560,14 @@ class Chain:
         sender: LocalAccount | None = None,
         nonce: int | None = None,
         replaces: str | None = None,
+        max_fee_per_gas: int | None = None,
     ) -> SignedTx:
         account = sender or self.operator
         with _rpc(TransactionRejected):
             if nonce is None:
                 nonce = self.w3.eth.get_transaction_count(account.address, "pending")
             gas = fn.estimate_gas({"from": account.address})
-            fees = self._fees(replaces)
+            fees = self._fees(replaces, max_fee_per_gas)
             params: TxParams = {
                 "from": account.address,
                 "chainId": self.chain_id,
@@ -500,19 +594,28 @@ class Chain:
                 raise
         return signed.tx_hash
 
-    def _fees(self, replaces: str | None) -> Fees:
+    def _fees(self, replaces: str | None, ceiling: int | None = None) -> Fees:
         base_fee = self.w3.eth.get_block("latest").get("baseFeePerGas", 0)
         tip = self.w3.eth.max_priority_fee
         # Twice the base fee survives six full blocks of base-fee increases before it stalls.
         fees = Fees(2 * base_fee + tip, tip)
+        # The least a block takes now; replacing a pending transaction, the least a node takes.
+        least = Fees(base_fee + tip, tip)
         if replaces is not None:
             try:
                 old = self.w3.eth.get_transaction(HexBytes(replaces))
             except TransactionNotFound:
-                return fees  # dropped from the pool: nothing to outbid
-            previous = Fees(old.get("maxFeePerGas", 0), old.get("maxPriorityFeePerGas", 0))
-            fees = fees.at_least(previous.bumped())
-        return fees
+                old = None  # dropped from the pool: nothing to outbid
+            if old is not None:
+                bumped = Fees(old.get("maxFeePerGas", 0), old.get("maxPriorityFeePerGas", 0)).bumped()
+                fees, least = fees.at_least(bumped), least.at_least(bumped)
+        if ceiling is None or fees.max_fee_per_gas <= ceiling:
+            return fees
+        if least.max_fee_per_gas > ceiling:
+            raise FeeAboveCeiling(
+                f"a transaction takes {least.max_fee_per_gas} wei per gas now, over the ceiling of {ceiling}"
+            )
+        return Fees(ceiling, min(fees.max_priority_fee_per_gas, ceiling))
 
     def _request(self, method: str, params: list[Any]) -> Any:
         """A raw JSON-RPC call: only for DevChain's anvil-only methods."""
@@ -559,10 +662,18 @@ def _rpc(refused: type[ChainError] = ChainError) -> Iterator[None]:
     except (RequestTimedOut, TooManyRequests, ProviderConnectionError) as exc:
         raise ChainUnavailable(str(exc)) from exc
     except Web3RPCError as exc:
+        if _transient(exc):
+            raise ChainUnavailable(str(exc)) from exc
         raise refused(str(exc)) from exc
     except OSError as exc:
         # requests' errors (refused, reset, timed out, HTTP 5xx) are all OSErrors.
         raise ChainUnavailable(str(exc)) from exc
+
+
+def _transient(exc: Web3RPCError) -> bool:
+    error = (exc.rpc_response or {}).get("error")
+    code = error.get("code") if isinstance(error, dict) else None
+    return code in _TRANSIENT_CODES or _TRANSIENT.search(str(exc)) is not None
 
 
 def _call(fn: ContractFunction) -> Any:

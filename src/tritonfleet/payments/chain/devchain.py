@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from tritonfleet.payments.chain.client import Chain
+from tritonfleet.payments.chain.client import Chain, ChainError
 from tritonfleet.payments.chain.deployment import Deployment
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,15 @@ class DevChain(Chain):
         return int(block["timestamp"], 16)
 
 
+def _is_current(chain: Chain, deployment: Deployment) -> bool:
+    """Whether the vault is of this version: an older one lacks reads the services make."""
+    try:
+        chain.balances([deployment.vault])
+    except ChainError:
+        return False
+    return True
+
+
 def ensure_deployed(
     chain: Chain, deployment_file: Path, withdrawal_delay_s: int, treasury: str
 ) -> Deployment:
@@ -49,7 +58,9 @@ def ensure_deployed(
             chain.has_code(address) for address in (deployment.credit, deployment.vault)
         ):
             chain.use(deployment)
-            return deployment
+            if _is_current(chain, deployment):
+                return deployment
+            log.info("the recorded contracts are of an older version; deploying")
         log.info("no contracts at the recorded addresses; deploying", extra={"file": str(deployment_file)})
     deployment = chain.deploy(withdrawal_delay_s, treasury)
     deployment.save(deployment_file)

@@ -1,4 +1,4 @@
-"""Values of the chain: fees, receipts, pending withdrawals and the vault's events.
+"""Values of the chain: fees, receipts, balances, pending withdrawals and the vault's events.
 
 Plain frozen dataclasses, so that the ledger and the reconcile tool never see web3's types.
 Addresses are checksummed strings; hashes and batch ids 0x-prefixed hex, as the ledger keeps them.
@@ -49,6 +49,16 @@ class PendingWithdrawal:
     amount: Credit
     # Unix time from which `withdraw` succeeds; 0 when nothing is pending.
     withdrawable_at: int
+
+
+@dataclass(frozen=True)
+class ChainBalances:
+    """Every asked account's deposit and pending withdrawal as of `block`, one snapshot; keyed by
+    the accounts as the caller spelled them."""
+
+    block: int
+    deposits: dict[str, Credit]
+    pending_withdrawals: dict[str, Credit]
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,9 @@ from sqlalchemy.engine import URL
 from tritonfleet.config import FleetConfig
 
 SCRIPT_LOCATION = "tritonfleet.payments.ledger:migrations"
-BUSY_TIMEOUT_S = 10.0
+# How long a ledger connection waits to connect, for a lock, or for a statement.
+LEDGER_TIMEOUT_S = 5.0
+MIGRATION_TIMEOUT_S = 600.0
 # Execution option that makes the SQLite begin hook take the write lock at once.
 _WRITE = "tritonfleet_write"
 # Any fixed number: the key of the advisory lock under which PostgreSQL migrations run.
@@ -41,32 +44,41 @@ def default_ledger_url(config: FleetConfig) -> str:
     return config.payments.ledger_url or sqlite_url(DEFAULT_LEDGER_FILE)
 
 
-def create_ledger_engine(url: str) -> Engine:
+def create_ledger_engine(url: str, timeout_s: float = LEDGER_TIMEOUT_S) -> Engine:
+    """An engine whose connections give up after `timeout_s`: connecting, waiting for a lock or
+    running a statement. A ledger that hangs then fails the charges at hand, which are not
+    served, rather than hold every paid request until the client gives up."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(parsed)
+        return _sqlite_engine(parsed, timeout_s)
     if parsed.drivername == "postgresql":
         # psycopg 3 is the driver this project ships, whatever SQLAlchemy's default.
         parsed = parsed.set(drivername="postgresql+psycopg")
-    return create_engine(parsed, pool_pre_ping=True)
+    timeout_ms = max(1, int(timeout_s * 1000))
+    # After the URL's own options (a search_path, say), which these would otherwise replace.
+    given = parsed.query.get("options", ())
+    options = [*([given] if isinstance(given, str) else given)]
+    options.append(f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms}")
+    connect_args = {"connect_timeout": max(1, round(timeout_s)), "options": " ".join(options)}
+    return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
 
 
-def _sqlite_engine(url: URL) -> Engine:
+def _sqlite_engine(url: URL, busy_timeout_s: float) -> Engine:
     if url.database in (None, "", ":memory:"):
         # Each connection of an in-memory database is a database of its own.
         raise ValueError("the ledger needs an SQLite file, not an in-memory database")
     Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url)
-    event.listen(engine, "connect", _on_sqlite_connect)
+    event.listen(engine, "connect", partial(_on_sqlite_connect, busy_timeout_s))
     event.listen(engine, "begin", _on_sqlite_begin)
     return engine
 
 
-def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+def _on_sqlite_connect(busy_timeout_s: float, dbapi_connection: Any, _record: Any) -> None:
     # Hand BEGIN to SQLAlchemy (the hook below); the sqlite3 module's own is deferred only.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -108,7 +120,9 @@ def driver_write_transaction(engine: Engine) -> Iterator[Any]:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to head; safe to run from several processes at once."""
+    """Bring the schema to head; safe to run from several processes at once. Give it an engine
+    with `MIGRATION_TIMEOUT_S`: a migration may take long (a key rebuilt on a large table), and
+    so may waiting for another process's."""
     config = Config()
     config.set_main_option("script_location", SCRIPT_LOCATION)
     with write_transaction(engine) as connection:

@@ -19,12 +19,13 @@ from sqlalchemy import (
     Double,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from tritonfleet.payments.ledger.states import BatchState, ChargeState
+from tritonfleet.payments.ledger.states import BatchState, ChargeKind, ChargeState
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -59,18 +60,28 @@ class BatchRow(Base):
     nonce: Mapped[int | None] = mapped_column(BigInteger)
     created_at_s: Mapped[float] = mapped_column(Double)
     updated_at_s: Mapped[float] = mapped_column(Double)
+    # The block whose receipt confirmed it: a gateway whose chain view is older still sees the
+    # deposit from before, so it keeps counting the batch's charges as unsettled.
+    confirmed_block: Mapped[int | None] = mapped_column(BigInteger)
+    # Failed sends so far, and the last one's error: a batch refused for good stops after N.
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(String)
 
     __table_args__ = (
         CheckConstraint(_one_of("state", BatchState), name="state"),
         Index(None, "state"),
+        # A lease grant reads the batches confirmed after its chain view's block.
+        Index(None, "confirmed_block"),
     )
 
 
 class ChargeRow(Base):
     __tablename__ = "charge"
 
+    # Request ids are the client's, so they are unique per account only: another account
+    # cannot take a victim's id before it.
+    account: Mapped[str] = mapped_column(String, primary_key=True)
     request_id: Mapped[str] = mapped_column(String, primary_key=True)
-    account: Mapped[str] = mapped_column(String)
     model: Mapped[str] = mapped_column(String)
     version: Mapped[str] = mapped_column(String)
     amount: Mapped[int] = mapped_column(BigInteger)
@@ -79,6 +90,9 @@ class ChargeRow(Base):
     created_at_s: Mapped[float] = mapped_column(Double)
     updated_at_s: Mapped[float] = mapped_column(Double)
     key_id: Mapped[str] = mapped_column(String(16), server_default="")
+    # The credit lease it was served from; None for a debt, or a charge from before leases.
+    lease_id: Mapped[str | None] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16), server_default=ChargeKind.INFERENCE.value)
 
     __table_args__ = (
         CheckConstraint("amount >= 0", name="amount"),
@@ -88,6 +102,35 @@ class ChargeRow(Base):
         Index(None, "state", "created_at_s"),
         Index(None, "account", "created_at_s"),
         Index(None, "batch_id"),
+        # A lease grant sums the account's unsettled charges, whatever its history.
+        Index(None, "account", "state"),
+    )
+
+
+class CreditLeaseRow(Base):
+    """A slice of an account's credit that one gateway (`holder`) serves from in memory.
+
+    Its outstanding part, `amount - spent`, counts against the account until `expires_at_s`;
+    the holder renews it while it lives, and a dead holder's lease simply lapses. `spent` grows
+    in the transaction that records the lease's charges, so a charge never counts twice.
+    """
+
+    __tablename__ = "credit_lease"
+
+    lease_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account: Mapped[str] = mapped_column(String)
+    holder: Mapped[str] = mapped_column(String)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    spent: Mapped[int] = mapped_column(BigInteger)
+    expires_at_s: Mapped[float] = mapped_column(Double)
+    created_at_s: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (
+        CheckConstraint("amount >= 0", name="amount"),
+        CheckConstraint("spent >= 0", name="spent"),
+        # Grants sum an account's live leases; renewals and purges range over expiry.
+        Index(None, "account", "expires_at_s"),
+        Index(None, "expires_at_s"),
     )
 
 

@@ -35,6 +35,14 @@ class ChargeState(StrEnum):
     SETTLED = "settled"
 
 
+class ChargeKind(StrEnum):
+    # An inference served.
+    INFERENCE = "inference"
+    # What a settlement could not take from a short deposit: the account owes it, and the
+    # next settlement takes it from the next deposit first.
+    DEBT = "debt"
+
+
 class BatchState(StrEnum):
     BUILDING = "building"
     SENT = "sent"

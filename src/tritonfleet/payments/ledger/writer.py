@@ -10,6 +10,14 @@ almost all the time at saturation, so it waits far longer to wake and to write a
 write itself takes, and the paid gateway falls far behind the unpaid one (docs/benchmarks.md,
 "Measurements behind the code"). The process writes beside the event loop, and the loop only
 encodes a line per group and decodes the answer.
+
+Failures are kept to the charges they concern. A group the database refuses is written again
+one charge at a time, so one bad charge fails alone and the others are recorded. A process that
+dies with lines unanswered may have committed them: the next process is sent those lines again,
+marked as resent, and a charge it finds already recorded from the same lease is answered as
+new, since it is this very charge (another request with its id would be refused as in flight
+while this one's hold is open). So a crash between COMMIT and the answer costs the client
+nothing but time, never a "try again" followed by "already charged".
 """
 
 from __future__ import annotations
@@ -21,25 +29,41 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import psycopg
+import sqlalchemy.exc
 
 from tritonfleet.logs import setup_logging
 from tritonfleet.payments.errors import LedgerError, WriterClosed
 from tritonfleet.payments.ledger.database import create_ledger_engine
-from tritonfleet.payments.ledger.records import NewCharge
+from tritonfleet.payments.ledger.records import ChargeKey, NewCharge
 from tritonfleet.payments.ledger.store import Ledger
 
 log = logging.getLogger(__name__)
 
 # How long the writer waits before starting a process again after one died.
 RESTART_DELAY_S = 0.5
+# How often a line a dying process left unanswered is sent to the next one.
+MAX_RESENDS = 2
 # What the process reads at a time from its pipe.
 _READ_BYTES = 1 << 20
 
 
-# Who waits for each charge of one line sent to the process, in the line's order.
-_Waiting = list[asyncio.Future[bool]]
+@dataclass(slots=True)
+class _Line:
+    """One line sent to the process: its charges and who waits for each, in order."""
+
+    charges: list[NewCharge]
+    waiting: list[asyncio.Future[bool]]
+    resent: int = 0
+
+    def encode(self) -> bytes:
+        fields = [_fields(charge) for charge in self.charges]
+        return json.dumps({"charges": fields, "resent": self.resent > 0}).encode() + b"\n"
 
 
 class ChargeWriter:
@@ -47,20 +71,28 @@ class ChargeWriter:
 
     `commit` resolves to True once the charge is durable, False if its request id was already
     recorded (a retried request: it must not be charged again), and raises LedgerError when
-    the ledger refused the group or the process died before answering. A process that dies is
-    started again, and what was queued meanwhile is written then. `aclose` stops accepting,
-    writes what is queued, and waits for the process to end.
+    the ledger refused the charge. A process that dies is started again, and what it left
+    unanswered is sent to the next one (see the module docstring). `aclose` stops accepting,
+    writes what is queued, and waits for the process to end. `backlog` is what waits: the
+    gateway refuses new paid requests beyond a bound rather than let charges pile up.
     """
 
-    def __init__(self, ledger_url: str, max_group: int = 1000) -> None:
+    def __init__(self, ledger_url: str, max_group: int = 1000, ledger_timeout_s: float = 5.0) -> None:
         self._ledger_url = ledger_url
         self._max_group = max_group
+        self._ledger_timeout_s = ledger_timeout_s
         self._queued: list[tuple[NewCharge, asyncio.Future[bool]]] = []
-        self._in_flight: collections.deque[_Waiting] = collections.deque()
+        self._in_flight: collections.deque[_Line] = collections.deque()
+        self._backlog = 0
         self._process: asyncio.subprocess.Process | None = None
         self._runner: asyncio.Task[None] | None = None
         self._flush_scheduled = False
         self._closed = False
+
+    @property
+    def backlog(self) -> int:
+        """Charges handed in and not yet answered."""
+        return self._backlog
 
     @property
     def pid(self) -> int | None:
@@ -73,17 +105,23 @@ class ChargeWriter:
         await started
 
     async def commit(self, charge: NewCharge) -> bool:
+        # A caller cancelled meanwhile cancels the future only: its charge is still written
+        # (the inference did succeed), and the answer for it is dropped.
+        return await self.submit(charge)
+
+    def submit(self, charge: NewCharge) -> asyncio.Future[bool]:
+        """Queue the charge; the future of `commit`'s answer, for a caller that may stop waiting
+        for it (shield it) and still want to know."""
         if self._closed:
             raise WriterClosed("the charge writer is closed")
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
         self._queued.append((charge, done))
+        self._backlog += 1
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
-        # A caller cancelled meanwhile cancels `done` only: its charge is still written (the
-        # inference did succeed), and the answer for it is dropped.
-        return await done
+        return done
 
     async def aclose(self) -> None:
         if self._closed:
@@ -112,8 +150,9 @@ class ChargeWriter:
         queued, self._queued = self._queued, []
         for start in range(0, len(queued), self._max_group):
             part = queued[start : start + self._max_group]
-            process.stdin.write(json.dumps([_fields(charge) for charge, _ in part]).encode() + b"\n")
-            self._in_flight.append([done for _, done in part])
+            line = _Line([charge for charge, _ in part], [done for _, done in part])
+            process.stdin.write(line.encode())
+            self._in_flight.append(line)
 
     async def _run(self, started: asyncio.Future[None]) -> None:
         """Keep a process running until closed: start it, feed it, read its answers."""
@@ -129,6 +168,7 @@ class ChargeWriter:
                 continue
             if not started.done():
                 started.set_result(None)
+            self._resend_in_flight(self._process)
             self._flush()
             try:
                 await self._read_answers(self._process)
@@ -138,8 +178,7 @@ class ChargeWriter:
                 self._process.kill()
             code = await self._process.wait()
             self._process = None
-            self._fail_in_flight(LedgerError(f"the charge writer process ended (exit status {code})"))
-            if self._closed and not self._queued:
+            if self._closed and not self._queued and not self._in_flight:
                 return
             log.error("charge writer process died; starting another", extra={"exit_status": code})
             await asyncio.sleep(RESTART_DELAY_S)
@@ -157,7 +196,11 @@ class ChargeWriter:
         )
         assert process.stdin is not None and process.stdout is not None
         # The URL goes through the pipe: a password in argv would show in every `ps`.
-        settings = {"ledger_url": self._ledger_url, "max_group": self._max_group}
+        settings = {
+            "ledger_url": self._ledger_url,
+            "max_group": self._max_group,
+            "ledger_timeout_s": self._ledger_timeout_s,
+        }
         process.stdin.write(json.dumps(settings).encode() + b"\n")
         ready = await process.stdout.readline()
         if ready != b"ready\n":
@@ -169,29 +212,48 @@ class ChargeWriter:
         assert process.stdout is not None
         while answer := await process.stdout.readline():
             # Read whole before the line leaves `_in_flight`: an answer that cannot be followed
-            # must leave its charges to `_fail_in_flight`, not in limbo.
-            outcome = json.loads(answer)
-            waiting = self._in_flight[0]
-            results: list[bool | Exception]
-            if "error" in outcome:
-                results = [LedgerError(f"cannot record charges: {outcome['error']}")] * len(waiting)
-            else:
-                results = [bool(new) for new in outcome["new"]]
-                if len(results) != len(waiting):
-                    raise ValueError(f"an answer for {len(results)} charges to a line of {len(waiting)}")
+            # must leave its charges to the next process, not in limbo.
+            outcomes = json.loads(answer)["new"]
+            line = self._in_flight[0]
+            if len(outcomes) != len(line.waiting):
+                raise ValueError(f"an answer for {len(outcomes)} charges to a line of {len(line.waiting)}")
             self._in_flight.popleft()
-            for done, result in zip(waiting, results, strict=True):
-                _resolve(done, result)
+            self._backlog -= len(line.waiting)
+            for done, outcome in zip(line.waiting, outcomes, strict=True):
+                # An outcome is whether the charge was new, or why the ledger refused it.
+                _resolve(
+                    done,
+                    LedgerError(f"cannot record the charge: {outcome}")
+                    if isinstance(outcome, str)
+                    else outcome,
+                )
             self._flush()
 
-    def _fail_in_flight(self, error: LedgerError) -> None:
-        while self._in_flight:
-            for done in self._in_flight.popleft():
-                _resolve(done, error)
+    def _resend_in_flight(self, process: asyncio.subprocess.Process) -> None:
+        """Lines a dead process left unanswered go to its successor first, marked as resent."""
+        assert process.stdin is not None
+        for line in list(self._in_flight):
+            if line.resent == MAX_RESENDS:
+                # Whatever kills the process may be in this line: it fails rather than loop.
+                self._in_flight.remove(line)
+                self._backlog -= len(line.waiting)
+                for done in line.waiting:
+                    _resolve(done, LedgerError("the charge writer process died writing this charge"))
+                continue
+            line.resent += 1
+            process.stdin.write(line.encode())
 
 
-def _fields(charge: NewCharge) -> tuple[str, str, str, str, int, str]:
-    return (charge.request_id, charge.account, charge.model, charge.version, charge.amount, charge.key_id)
+def _fields(charge: NewCharge) -> tuple[str, str, str, str, int, str, str | None]:
+    return (
+        charge.request_id,
+        charge.account,
+        charge.model,
+        charge.version,
+        charge.amount,
+        charge.key_id,
+        charge.lease_id,
+    )
 
 
 def _resolve(done: asyncio.Future[bool], outcome: bool | Exception) -> None:
@@ -214,16 +276,21 @@ def main() -> int:
     batches = _line_batches(sys.stdin.fileno())
     settings, *early = next(batches, [b"{}"])
     options = json.loads(settings)
-    ledger = Ledger(create_ledger_engine(options["ledger_url"]))
+    ledger = Ledger(create_ledger_engine(options["ledger_url"], options["ledger_timeout_s"]))
     try:
         _write_all(sys.stdout.fileno(), b"ready\n")
-        for lines in itertools.chain([early], batches):
-            charges = [[NewCharge(*fields) for fields in json.loads(line)] for line in lines]
-            answers = b"".join(_record(ledger, group) for group in _groups(charges, options["max_group"]))
+        for raw_lines in itertools.chain([early], batches):
+            lines = [_decode(raw) for raw in raw_lines]
+            answers = b"".join(_record(ledger, group) for group in _groups(lines, options["max_group"]))
             _write_all(sys.stdout.fileno(), answers)
     finally:
         ledger.close()
     return 0
+
+
+def _decode(raw: bytes) -> tuple[list[NewCharge], bool]:
+    line = json.loads(raw)
+    return [NewCharge(*fields) for fields in line["charges"]], line["resent"]
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -241,32 +308,59 @@ def _line_batches(fd: int) -> Iterator[list[bytes]]:
             yield complete
 
 
-def _groups(lines: list[list[NewCharge]], max_group: int) -> Iterator[list[list[NewCharge]]]:
+_DecodedLine = tuple[list[NewCharge], bool]
+
+# The database cannot be reached or does not answer in time (each driver's error, and
+# SQLAlchemy's); any other error may be one charge's, which the group tries singly.
+_UNREACHABLE = (sqlite3.OperationalError, psycopg.OperationalError, sqlalchemy.exc.OperationalError)
+
+
+def _groups(lines: list[_DecodedLine], max_group: int) -> Iterator[list[_DecodedLine]]:
     """Consecutive lines, as many per transaction as fit in `max_group` charges."""
-    group: list[list[NewCharge]] = []
+    group: list[_DecodedLine] = []
+    size = 0
     for line in lines:
-        if group and sum(map(len, group)) + len(line) > max_group:
+        if group and size + len(line[0]) > max_group:
             yield group
-            group = []
+            group, size = [], 0
         group.append(line)
+        size += len(line[0])
     if group:
         yield group
 
 
-def _record(ledger: Ledger, lines: Sequence[list[NewCharge]]) -> bytes:
-    """One transaction for these lines; one answer line each: which of its charges were new."""
+def _record(ledger: Ledger, lines: Sequence[_DecodedLine]) -> bytes:
+    """One transaction for these lines; one answer line each: for each of its charges, whether
+    it was new, or why the ledger refused it.
+
+    A refused group is written again one charge at a time, so that one charge the database
+    refuses (a value it cannot store, say) fails alone rather than with everyone else's.
+    """
+    charges = [charge for line_charges, _ in lines for charge in line_charges]
+    resent = any(was_resent for _, was_resent in lines)
+    outcomes: dict[ChargeKey, bool | str]
     try:
-        new = set(ledger.record_committed([charge for line in lines for charge in line]))
-    except Exception as exc:
-        log.warning("cannot record %d charges", sum(map(len, lines)), exc_info=True)
-        return b"".join(json.dumps({"error": str(exc)}).encode() + b"\n" for _ in lines)
+        outcomes = dict.fromkeys(ledger.record_committed(charges, resent=resent), True)
+    except _UNREACHABLE as exc:
+        # Not this group's fault: the next group tries again, and one at a time would only
+        # wait for the database once per charge.
+        log.warning("cannot record %d charges", len(charges), exc_info=True)
+        return b"".join(json.dumps({"new": [str(exc)] * len(line)}).encode() + b"\n" for line, _ in lines)
+    except Exception:
+        log.warning("cannot record %d charges; recording them one at a time", len(charges), exc_info=True)
+        outcomes = {}
+        for charge in charges:
+            try:
+                outcomes.update(dict.fromkeys(ledger.record_committed([charge], resent=resent), True))
+            except Exception as exc:
+                log.warning(
+                    "cannot record a charge", extra={"request_id": charge.request_id, "error": str(exc)}
+                )
+                outcomes[charge.key] = str(exc)
     answers = []
-    for line in lines:
-        # A request id twice among these charges: only its first commit is new.
-        flags = []
-        for charge in line:
-            flags.append(charge.request_id in new)
-            new.discard(charge.request_id)
+    for line_charges, _ in lines:
+        # A charge twice among these: only its first commit is new.
+        flags = [outcomes.pop(charge.key, False) for charge in line_charges]
         answers.append(json.dumps({"new": flags}).encode() + b"\n")
     return b"".join(answers)
 
