@@ -181,7 +181,8 @@ async def test_a_request_id_the_client_chose_and_was_charged_is_refused_before_s
     with pytest.raises(AlreadyCharged):
         async with paid.hold(payer, "mine", "simple", None, from_client=True):
             pytest.fail("a replayed id must not be held, nor served")
-    assert paid.remaining(payer.account) == 19, "the refusal held nothing"
+    assert paid.credit(payer.account)["reserved"] == 0, "the refusal held nothing"
+    assert [charge.request_id for charge in paid.ledger.usage(payer.account)] == ["mine"]
 
 
 async def test_a_revoked_key_is_refused_at_its_next_check(chain: DevChain, paid: PaidPath) -> None:

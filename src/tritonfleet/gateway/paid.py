@@ -479,7 +479,9 @@ class PaidPath:
         )
         self._leases_usable_until = started + self.config.lease_ttl_s * LEASE_USE_FRACTION
         for account, lease_id in leases.items():
-            if lease_id is not None and lease_id not in renewed:
+            # Unless a grant replaced the lease meanwhile: the new one is live.
+            current = self.book.snapshot(account).lease_id
+            if lease_id is not None and lease_id not in renewed and current == lease_id:
                 self.book.lapsed(account)
             spent = self.book.spending(account)
             # A slice lasts about two renewals at the account's recent pace.
@@ -492,6 +494,8 @@ class PaidPath:
         lease = self.book.snapshot(account)
         if lease.lease_id is not None and lease.free > 0:
             self.book.returned(account, lease.free)
+            # Free in the ledger again, for `remaining`.
+            self._free_in_ledger[account] = Credit(self._free_in_ledger.get(account, 0) + lease.free)
             try:
                 await asyncio.to_thread(self.ledger.return_lease, lease.lease_id, lease.free)
             except Exception:
@@ -500,7 +504,7 @@ class PaidPath:
         if lease.reserved == 0:
             self.book.lapsed(account)
             self.book.forget(account)
-            for figures in (self._slice, self._free_in_ledger, self._exhausted_at):
+            for figures in (self._slice, self._exhausted_at):
                 figures.pop(account, None)
 
     async def _every(self, step: Callable[[], Awaitable[None]]) -> None:
