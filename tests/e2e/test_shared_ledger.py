@@ -81,6 +81,11 @@ def test_gateways_on_one_ledger_never_serve_more_than_the_deposit(
     fleet: LocalCluster, gateways: list[str], count: int
 ) -> None:
     user, key = funded_user(fleet, credit=DEPOSIT)
+    for url in gateways[:count]:
+        # Each gateway loads new keys within a refresh: wait until all know this one.
+        wait_for(
+            lambda url=url: httpx.get(f"{url}/v1/credit", headers=auth(key)).status_code == 200, "the key"
+        )
     targets = list(itertools.islice(itertools.cycle(gateways[:count]), REQUESTS))
 
     with ThreadPoolExecutor(64) as pool:

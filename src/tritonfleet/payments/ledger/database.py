@@ -10,6 +10,8 @@ several gateways share one ledger.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -79,10 +81,24 @@ def _on_sqlite_connect(busy_timeout_s: float, dbapi_connection: Any, _record: An
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _use_wal(cursor, busy_timeout_s)
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _use_wal(cursor: Any, busy_timeout_s: float) -> None:
+    """Switch the file to WAL once. The switch takes the file's exclusive lock, and SQLite
+    answers "database is locked" at once, without its busy handler, while another connection
+    holds a lock: services opening a new ledger together try again for up to the busy timeout."""
+    deadline = time.monotonic() + busy_timeout_s
+    while cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _on_sqlite_begin(connection: Connection) -> None:
