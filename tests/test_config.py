@@ -114,3 +114,28 @@ def test_every_command_has_a_flag_for_each_key_of_the_sections_it_reads() -> Non
         build_parser().parse_args(["settler", "--interval-s", "3", "--chain-confirmations", "2"])
     )
     assert settler.settler.interval_s == 3 and settler.chain.confirmations == 2
+
+
+@pytest.mark.parametrize(
+    ("chain", "refused"),
+    [
+        ({"chain_id": 1}, "chain id 1"),
+        ({"rpc_url": "https://mainnet.example.org/v3/SECRETKEY"}, "loopback"),
+        ({"keystore_file": "operator.json"}, "keystore"),
+    ],
+    ids=["mainnet chain id", "remote RPC", "with a keystore"],
+)
+def test_dev_mode_is_refused_off_a_local_development_chain(chain: dict[str, object], refused: str) -> None:
+    """Dev mode signs with anvil's well-known keys and opens a faucet: never on a real chain."""
+    with pytest.raises(ConfigError, match=refused) as raised:
+        load_config(None, env={}, overrides={"chain": {"dev": True, **chain}})
+    assert "SECRETKEY" not in str(raised.value), "an RPC URL's key is not echoed"
+
+
+@pytest.mark.parametrize("rpc_url", ["http://127.0.0.1:8545", "http://localhost:9545", "http://[::1]:8545"])
+def test_dev_mode_runs_on_anvil_on_this_machine(rpc_url: str) -> None:
+    assert load_config(None, env={}, overrides={"chain": {"dev": True, "rpc_url": rpc_url}}).chain.dev
+    off = load_config(
+        None, env={}, overrides={"chain": {"dev": False, "chain_id": 1, "rpc_url": "https://x.org"}}
+    )
+    assert not off.chain.dev

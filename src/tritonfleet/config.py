@@ -7,6 +7,7 @@ kept as `SecretStr`, so that printing a config never shows them.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
@@ -14,10 +15,13 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, model_validator
 
 DEFAULT_CONFIG_FILE = Path("fleet.toml")
+# anvil's chain id: the only chain dev mode runs on.
+DEV_CHAIN_ID = 31337
 ENV_PREFIX = "TRITONFLEET_"
 
 # Keys that have moved to another section: an old config names them, and is told where to.
@@ -30,6 +34,15 @@ MOVED_KEYS = {
     "payments.settle_max_charges": "settler.max_charges",
     "payments.confirmations": "chain.confirmations",
 }
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
 
 
 class ConfigError(Exception):
@@ -256,6 +269,24 @@ class ChainConfig(Section):
     receipt_timeout_s: float = 120.0
     # Blocks that must include a transaction (a settlement, a faucet deposit) before it counts.
     confirmations: int = 1
+
+    @model_validator(mode="after")
+    def _dev_only_on_a_local_dev_chain(self) -> ChainConfig:
+        """Dev mode signs with anvil's well-known keys and opens a faucet: on any chain where
+        those keys could move real value it would hand the operator's role to anyone."""
+        if not self.dev:
+            return self
+        if self.chain_id != DEV_CHAIN_ID:
+            raise ValueError(
+                f"chain.dev is for a local development chain (chain id {DEV_CHAIN_ID}), not chain id "
+                f"{self.chain_id}: set chain.dev = false and an operator keystore"
+            )
+        if not _is_loopback(urlsplit(self.rpc_url).hostname):
+            # The URL itself is not shown: a provider's URL carries its key.
+            raise ValueError("chain.dev needs chain.rpc_url on a loopback address (a local anvil)")
+        if self.keystore_file is not None:
+            raise ValueError("chain.dev uses anvil's development keys: it excludes chain.keystore_file")
+        return self
 
 
 class WebConfig(Section):
