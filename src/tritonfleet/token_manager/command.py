@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 
 from tritonfleet import __version__
 from tritonfleet.config import FleetConfig
-from tritonfleet.payments.chain.client import Chain, ChainError, connect
+from tritonfleet.payments.chain.client import Chain, ChainError, connect, redacted
 from tritonfleet.payments.errors import PaymentsError
 from tritonfleet.payments.ledger.database import default_ledger_url
 from tritonfleet.payments.ledger.store import Ledger
@@ -84,7 +84,7 @@ def serve(config: FleetConfig) -> int:
     settings = config.token_manager
     log.info(
         "token manager starting",
-        extra={"host": settings.host, "port": settings.port, "rpc_url": config.chain.rpc_url},
+        extra={"host": settings.host, "port": settings.port, "rpc_url": redacted(config.chain.rpc_url)},
     )
     serve_asgi(app, settings.host, settings.port)
     return 0

@@ -63,18 +63,19 @@ class ChainTimeout(ChainFailed):
 
 
 @contextmanager
-def chain_errors(rpc_url: str) -> Iterator[None]:
-    """Translate the chain wrapper's errors into answers a user can act on."""
+def chain_errors(endpoint: str) -> Iterator[None]:
+    """Translate the chain wrapper's errors into answers a user can act on; `endpoint` is the
+    RPC URL redacted (`Chain.endpoint`), since these answers reach users."""
     try:
         yield
     except ChainUnavailable as exc:
         raise ChainDown(
-            f"the chain at {rpc_url} is unreachable, so on-chain balances are unknown for now "
+            f"the chain at {endpoint} is unreachable, so on-chain balances are unknown for now "
             f"(inference is still served): {exc}"
         ) from exc
     except NotDeployed as exc:
-        raise ChainDown(f"the payment contracts are not known on {rpc_url}: {exc}") from exc
+        raise ChainDown(f"the payment contracts are not known on {endpoint}: {exc}") from exc
     except ReceiptTimeout as exc:
         raise ChainTimeout(str(exc)) from exc
     except ChainError as exc:
-        raise ChainFailed(f"the chain at {rpc_url} refused the call: {exc}") from exc
+        raise ChainFailed(f"the chain at {endpoint} refused the call: {exc}") from exc

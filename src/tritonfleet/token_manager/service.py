@@ -147,7 +147,7 @@ class TokenManager:
     def _balance(self, account: str) -> CreditSnapshot:
         """Deposit and pending withdrawal on chain; unsettled charges, and what the gateways'
         credit leases hold (for requests in flight or about to come), in the ledger."""
-        with chain_errors(self.chain.rpc_url):
+        with chain_errors(self.chain.endpoint):
             deposit = self.chain.deposit_of(account)
             pending = self.chain.pending_withdrawal_of(account).amount
         unsettled = self.ledger.totals(account).unsettled
@@ -174,7 +174,7 @@ class TokenManager:
         if not self.config.chain.dev:
             raise FaucetClosed("the faucet serves development chains only, and chain.dev is false here")
         address = checksum(address)
-        with self._faucet_lock, chain_errors(self.chain.rpc_url):
+        with self._faucet_lock, chain_errors(self.chain.endpoint):
             self.chain.wait_confirmed(self.chain.mint(self.chain.operator.address, amount))
             tx_hash = self.chain.deposit_for(address, amount)
             self.chain.wait_confirmed(tx_hash)

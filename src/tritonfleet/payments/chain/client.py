@@ -189,6 +189,8 @@ class Chain:
         poll_interval_s: float = 0.2,
     ) -> None:
         self.rpc_url = rpc_url
+        # What messages and logs name the endpoint by: a provider's key is in the URL's path.
+        self.endpoint = redacted(rpc_url)
         self.chain_id = chain_id
         self.operator = operator
         self.confirmations = max(1, confirmations)
@@ -208,7 +210,7 @@ class Chain:
         with _rpc():
             actual = self.w3.eth.chain_id
         if actual != self.chain_id:
-            raise WrongChain(f"{self.rpc_url} serves chain {actual}, not {self.chain_id}")
+            raise WrongChain(f"{self.endpoint} serves chain {actual}, not {self.chain_id}")
         deployment = self.deployment
         if deployment.chain_id != self.chain_id:
             raise WrongChain(f"the deployment is for chain {deployment.chain_id}, not {self.chain_id}")
@@ -652,22 +654,33 @@ def connect(config: FleetConfig, signing: bool = True) -> Chain:
     return chain
 
 
+# A URL (its scheme, credentials, host and the rest), and the path requests' errors quote.
+_URL = re.compile(r"\b([a-z][a-z0-9+.-]*://)(?:[^@/\s'\"]*@)?([^/\s'\"]+)[^\s'\"]*", re.IGNORECASE)
+_QUOTED_PATH = re.compile(r"(with url: )\S+")
+
+
+def redacted(text: str) -> str:
+    """`text` with every URL cut to its scheme and host: RPC providers put their keys in the path
+    (or the credentials), and a key must reach neither a log nor an answer."""
+    return _QUOTED_PATH.sub(r"\1…", _URL.sub(r"\1\2", text))
+
+
 @contextmanager
 def _rpc(refused: type[ChainError] = ChainError) -> Iterator[None]:
-    """Translate web3's and the transport's errors into the ChainError tree."""
+    """Translate web3's and the transport's errors into the ChainError tree, their text redacted."""
     try:
         yield
     except ContractLogicError as exc:
-        raise TransactionRejected(f"the contract reverts: {exc}") from exc
+        raise TransactionRejected(f"the contract reverts: {redacted(str(exc))}") from exc
     except (RequestTimedOut, TooManyRequests, ProviderConnectionError) as exc:
-        raise ChainUnavailable(str(exc)) from exc
+        raise ChainUnavailable(redacted(str(exc))) from exc
     except Web3RPCError as exc:
         if _transient(exc):
-            raise ChainUnavailable(str(exc)) from exc
-        raise refused(str(exc)) from exc
+            raise ChainUnavailable(redacted(str(exc))) from exc
+        raise refused(redacted(str(exc))) from exc
     except OSError as exc:
         # requests' errors (refused, reset, timed out, HTTP 5xx) are all OSErrors.
-        raise ChainUnavailable(str(exc)) from exc
+        raise ChainUnavailable(redacted(str(exc))) from exc
 
 
 def _transient(exc: Web3RPCError) -> bool:

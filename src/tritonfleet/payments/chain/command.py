@@ -13,7 +13,7 @@ from types import FrameType
 
 from tritonfleet.config import ConfigError, FleetConfig
 from tritonfleet.payments.chain.anvil import Anvil, AnvilError
-from tritonfleet.payments.chain.client import ChainError
+from tritonfleet.payments.chain.client import ChainError, redacted
 from tritonfleet.payments.chain.deployment import Deployment
 from tritonfleet.payments.chain.devchain import DevChain, ensure_deployed
 from tritonfleet.payments.chain.keys import operator_account
@@ -77,7 +77,8 @@ def _on_signals(stopping: threading.Event) -> None:
 def _announce(config: FleetConfig, rpc_url: str, deployment: Deployment, operator: str) -> None:
     if config.chain.rpc_url.rstrip("/") != rpc_url:
         log.warning(
-            "chain.rpc_url is not this chain", extra={"rpc_url": config.chain.rpc_url, "serving": rpc_url}
+            "chain.rpc_url is not this chain",
+            extra={"rpc_url": redacted(config.chain.rpc_url), "serving": rpc_url},
         )
     print(
         f"chain {deployment.chain_id} at {rpc_url}\n"
