@@ -11,9 +11,7 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 
-import pytest
 from sqlalchemy import func, select, update
 
 from tests.fakes import FakeClock
@@ -26,17 +24,6 @@ from tritonfleet.payments.money import Credit
 TTL_S = 30.0
 # The block of the chain view that deposits are given as of, unless a test says otherwise.
 BLOCK = 100
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(now_s=1_700_000_000.0)
-
-
-@pytest.fixture
-def ledger(ledger_url: str, clock: FakeClock) -> Iterator[Ledger]:
-    with Ledger.open(ledger_url, clock=clock) as opened:
-        yield opened
 
 
 def take(

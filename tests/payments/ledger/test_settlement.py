@@ -3,10 +3,6 @@ block that confirmed a batch, refusals counted, batches failed for good, the set
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from tests.fakes import FakeClock
 from tritonfleet.payments.ledger.records import MAX_CHARGE, AccountTotals, NewCharge, debt_request_id
 from tritonfleet.payments.ledger.states import BatchState
@@ -14,17 +10,6 @@ from tritonfleet.payments.ledger.store import Ledger
 from tritonfleet.payments.money import Credit
 
 TX = "0x" + "ab" * 32
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(now_s=1_700_000_000.0)
-
-
-@pytest.fixture
-def ledger(ledger_url: str, clock: FakeClock) -> Iterator[Ledger]:
-    with Ledger.open(ledger_url, clock=clock) as opened:
-        yield opened
 
 
 def commit(ledger: Ledger, account: str, *amounts: int, prefix: str = "r") -> None:

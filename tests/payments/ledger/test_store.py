@@ -1,5 +1,4 @@
 import threading
-from collections.abc import Iterator
 
 import pytest
 from alembic import command
@@ -22,17 +21,6 @@ TX = "0x" + "ab" * 32
 
 def charge(request_id: str, account: str = "alice", amount: int = 1) -> NewCharge:
     return NewCharge(request_id, account, "simple", "1", Credit(amount))
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(now_s=1_700_000_000.0)
-
-
-@pytest.fixture
-def ledger(ledger_url: str, clock: FakeClock) -> Iterator[Ledger]:
-    with Ledger.open(ledger_url, clock=clock) as opened:
-        yield opened
 
 
 def alices(*request_ids: str) -> list[tuple[str, str]]:
