@@ -87,6 +87,9 @@ class HealthConfig(Section):
     unhealthy_threshold: int = 3
     # Longest a watch request is held open before answering "no change".
     watch_timeout_s: float = 30.0
+    # Largest request body; beyond it 413 before the body is read (an unauthenticated client
+    # cannot make the service hold more).
+    max_body_bytes: int = 1 << 20
 
 
 class Policy(StrEnum):
@@ -99,6 +102,9 @@ class SchedulerConfig(Section):
     host: str = "127.0.0.1"
     port: int = 8081
     policy: Policy = Policy.ROUND_ROBIN
+    # Largest request body; beyond it 413 before the body is read (an unauthenticated client
+    # cannot make the service hold more).
+    max_body_bytes: int = 1 << 20
 
 
 class SchedulerMode(StrEnum):
@@ -226,6 +232,9 @@ class TokenManagerConfig(Section):
     signin_burst: int = 20
     # Client IPs whose buckets are kept; past it the least recently seen is forgotten.
     signin_clients_max: int = 10_000
+    # Largest request body; beyond it 413 before the body is read (an unauthenticated client
+    # cannot make the service hold more).
+    max_body_bytes: int = 1 << 20
 
 
 class SettlerConfig(Section):

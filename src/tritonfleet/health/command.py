@@ -17,7 +17,7 @@ from tritonfleet.health.records import Clock
 from tritonfleet.health.routes import nodes, ops
 from tritonfleet.health.service import Checker
 from tritonfleet.health.tickers import expire_forever, probe_forever
-from tritonfleet.serving import ControlPlaneApp, HttpMetricsMiddleware, serve_asgi
+from tritonfleet.serving import BodyLimit, ControlPlaneApp, HttpMetricsMiddleware, serve_asgi
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ def create_app(
     app.state.checker = checker
     app.include_router(nodes)
     app.include_router(ops)
+    app.add_middleware(BodyLimit, max_body_bytes=config.health.max_body_bytes)
     app.add_middleware(HttpMetricsMiddleware, metrics=checker.metrics.http)
     handlers.install(app)
     return app

@@ -13,7 +13,7 @@ from tritonfleet import __version__
 from tritonfleet.config import FleetConfig
 from tritonfleet.scheduler.routes import add_error_handlers, add_routes
 from tritonfleet.scheduler.service import ScheduleService
-from tritonfleet.serving import ControlPlaneApp, HttpMetricsMiddleware, serve_asgi
+from tritonfleet.serving import BodyLimit, ControlPlaneApp, HttpMetricsMiddleware, serve_asgi
 
 
 def create_app(config: FleetConfig, *, watcher_client: httpx.AsyncClient | None = None) -> FastAPI:
@@ -35,6 +35,7 @@ def create_app(config: FleetConfig, *, watcher_client: httpx.AsyncClient | None 
     app.state.service = service
     add_routes(app, service)
     add_error_handlers(app, service.metrics)
+    app.add_middleware(BodyLimit, max_body_bytes=config.scheduler.max_body_bytes)
     app.add_middleware(HttpMetricsMiddleware, metrics=service.metrics.http)
     return app
 

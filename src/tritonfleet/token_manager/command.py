@@ -28,7 +28,7 @@ from tritonfleet.payments.ledger.database import default_ledger_url
 from tritonfleet.payments.ledger.store import Ledger
 from tritonfleet.payments.signin import ChallengesFull, ChallengeStore
 from tritonfleet.protocol import ErrorBody
-from tritonfleet.serving import ControlPlaneApp, HttpMetricsMiddleware, serve_asgi
+from tritonfleet.serving import BodyLimit, ControlPlaneApp, HttpMetricsMiddleware, serve_asgi
 from tritonfleet.token_manager.errors import TokenManagerError, TooManySignIns
 from tritonfleet.token_manager.metrics import TokenManagerMetrics
 from tritonfleet.token_manager.routes import account, auth, ops, public
@@ -70,6 +70,7 @@ def create_app(
     app.state.token_manager = manager
     for router in (auth, account, public, ops):
         app.include_router(router)
+    app.add_middleware(BodyLimit, max_body_bytes=config.token_manager.max_body_bytes)
     app.add_middleware(HttpMetricsMiddleware, metrics=manager.metrics.http)
     _install_error_handlers(app)
     return app

@@ -14,11 +14,10 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from tritonfleet.config import FleetConfig
-from tritonfleet.serving import serve_asgi
+from tritonfleet.serving import BodyLimit, serve_asgi
 from tritonfleet.web.catalog import Catalog
 from tritonfleet.web.errors import WebError
 from tritonfleet.web.estimates import StepTimes
-from tritonfleet.web.limits import BodyLimit
 from tritonfleet.web.monitor import ClusterMonitor
 from tritonfleet.web.routes import cluster, generate, pages, playground, wallet
 from tritonfleet.web.service import WebState
