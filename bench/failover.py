@@ -102,7 +102,12 @@ async def open_loop(url: str, rate: float, t0: float, stop: asyncio.Event, out: 
 
 
 async def poll_gateway(
-    gateway_url: str, interval_s: float, t0: float, stop: asyncio.Event, out: list[Poll]
+    gateway_url: str,
+    cluster_auth: dict[str, str],
+    interval_s: float,
+    t0: float,
+    stop: asyncio.Event,
+    out: list[Poll],
 ) -> None:
     loop = asyncio.get_running_loop()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
@@ -111,7 +116,7 @@ async def poll_gateway(
             with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
                 async with session.get(f"{gateway_url}/metrics") as answer:
                     text = await answer.text()
-                async with session.get(f"{gateway_url}/v1/nodes") as answer:
+                async with session.get(f"{gateway_url}/v1/nodes", headers=cluster_auth) as answer:
                     nodes = [NodeView.model_validate(n) for n in (await answer.json())["nodes"]]
                 attempts = {o: float(n) for node, o, n in UPSTREAM_LINE.findall(text) if node == VICTIM}
                 in_view = any(n.node_id == VICTIM and n.schedulable for n in nodes)
@@ -136,7 +141,9 @@ async def drive(fleet: LocalCluster, args: argparse.Namespace) -> Timeline:
     url = fleet.gateway_url + infer_path()
     tasks = [
         asyncio.create_task(open_loop(url, args.rate, t0, stop, timeline.samples)),
-        asyncio.create_task(poll_gateway(fleet.gateway_url, args.poll_s, t0, stop, timeline.polls)),
+        asyncio.create_task(
+            poll_gateway(fleet.gateway_url, fleet.cluster_auth, args.poll_s, t0, stop, timeline.polls)
+        ),
     ]
     try:
         await asyncio.sleep(args.steady_s)

@@ -90,7 +90,7 @@ def start(fleet: LocalCluster, stack: contextlib.ExitStack, timeout_s: float = 3
 
 def triton_urls(fleet: LocalCluster) -> dict[str, str]:
     """{node_id: Triton's own HTTP URL}, from the health checker."""
-    nodes = httpx.get(f"{fleet.health_url}/v1/nodes", timeout=5.0).json()["nodes"]
+    nodes = httpx.get(f"{fleet.health_url}/v1/nodes", headers=fleet.cluster_auth, timeout=5.0).json()["nodes"]
     return {node["node_id"]: node["triton_http_url"] for node in nodes}
 
 

@@ -181,7 +181,9 @@ def table(summary: dict[str, Any]) -> str:
 
 
 def triton_grpc_address(fleet: LocalCluster) -> str:
-    [node] = httpx.get(f"{fleet.health_url}/v1/nodes", timeout=5.0).json()["nodes"]
+    [node] = httpx.get(f"{fleet.health_url}/v1/nodes", headers=fleet.cluster_auth, timeout=5.0).json()[
+        "nodes"
+    ]
     return str(node["triton_grpc_url"]).removeprefix("grpc://")
 
 

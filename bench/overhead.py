@@ -448,7 +448,9 @@ def profile(targets: list[Target], script: Path, duration_s: float, folder: Path
 
 
 def node_urls(fleet: LocalCluster) -> dict[str, str]:
-    [node] = httpx.get(f"{fleet.health_url}/v1/nodes", timeout=5.0).json()["nodes"]
+    [node] = httpx.get(f"{fleet.health_url}/v1/nodes", headers=fleet.cluster_auth, timeout=5.0).json()[
+        "nodes"
+    ]
     return {"triton": node["triton_http_url"], "manager": node["manager_url"]}
 
 

@@ -42,6 +42,7 @@ from tests.e2e.cluster import cluster, paid_sections
 from tests.postgres import postgres_schema
 from tritonfleet.net import free_port
 from tritonfleet.payments.chain.client import connect
+from tritonfleet.payments.ledger.database import default_ledger_url
 from tritonfleet.payments.ledger.states import BatchState
 from tritonfleet.payments.ledger.store import Ledger
 from tritonfleet.up.cluster import LocalCluster
@@ -92,7 +93,7 @@ def funded_key(fleet: LocalCluster) -> str:
 
 def settlement_gas(fleet: LocalCluster) -> dict[str, Any]:
     """Gas per settled inference once the settler has settled everything charged."""
-    with Ledger.open(fleet.config.payments.ledger_url) as ledger:
+    with Ledger.open(default_ledger_url(fleet.config)) as ledger:
         deadline = time.monotonic() + 120
         while ledger.unsettled_by_account() and time.monotonic() < deadline:
             time.sleep(0.5)

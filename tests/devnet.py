@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -16,12 +18,16 @@ from web3.types import Nonce
 from tritonfleet.net import free_port
 from tritonfleet.payments.chain.anvil import Anvil
 from tritonfleet.payments.chain.contracts import CompiledContract
+from tritonfleet.payments.chain.deployment import VaultTerms
 from tritonfleet.payments.chain.devchain import DevChain
-from tritonfleet.payments.chain.keys import dev_account
+from tritonfleet.payments.chain.keys import DEV_OPERATOR_INDEX, DEV_SETTLER_INDEX, dev_account
 from tritonfleet.payments.money import Credit
 
 CHAIN_ID = 31337
 DELAY_S = 3600
+# The time lock of the vault's owner changes: longer than the withdrawal delay, as the vault asks.
+ADMIN_DELAY_S = 2 * DELAY_S
+MAX_BATCH_TOTAL = 10**15
 ONE_ETHER = 10**18
 
 
@@ -39,21 +45,43 @@ def running_anvil(folder: Path) -> Iterator[Anvil]:
         anvil.stop()
 
 
-def operator_chain(anvil: Anvil, operator: LocalAccount | None = None, confirmations: int = 1) -> DevChain:
+def operator_chain(
+    anvil: Anvil,
+    operator: LocalAccount | None = None,
+    confirmations: int = 1,
+    settler: LocalAccount | None = None,
+) -> DevChain:
+    """A chain signed by anvil's account 0 (the owner) and, for settlements, 1 (the settler),
+    as `tritonfleet chain` deploys them."""
     return DevChain(
         anvil.rpc_url,
         anvil.chain_id,
-        operator or dev_account(0),
+        operator or dev_account(DEV_OPERATOR_INDEX),
         confirmations=confirmations,
         receipt_timeout_s=10.0,
         poll_interval_s=0.02,
+        settler=settler or dev_account(DEV_SETTLER_INDEX),
     )
 
 
-def deployed_chain(anvil: Anvil, delay_s: int = DELAY_S) -> DevChain:
-    """Fresh contracts for one test, owned by anvil's first account; treasury is a new address."""
+def terms(chain: DevChain, delay_s: int = DELAY_S, **changes: Any) -> VaultTerms:
+    """The vault's terms of the tests: `chain`'s settler, a new treasury address, a cap that
+    no test reaches unless it lowers it; `changes` replace any of them."""
+    fixed = VaultTerms(
+        treasury=Account.create().address,
+        settler=chain.settler.address,
+        withdrawal_delay_s=delay_s,
+        admin_delay_s=max(delay_s, ADMIN_DELAY_S),
+        max_batch_total=Credit(MAX_BATCH_TOTAL),
+    )
+    return dataclasses.replace(fixed, **changes)
+
+
+def deployed_chain(anvil: Anvil, delay_s: int = DELAY_S, **changes: Any) -> DevChain:
+    """Fresh contracts for one test, owned by anvil's first account, settled by its second;
+    the treasury is a new address."""
     chain = operator_chain(anvil)
-    chain.deploy(delay_s, Account.create().address)
+    chain.deploy(terms(chain, delay_s, **changes))
     return chain
 
 

@@ -42,6 +42,25 @@ def test_secret_is_not_shown_when_printed() -> None:
     assert config.cluster.read_token() == "s3cret"
 
 
+LEDGER_URL = "postgresql+psycopg://fleet:db-s3cret@db.internal/ledger"
+
+
+def test_the_ledger_url_is_a_secret_no_flag_no_child_environment_no_repr(tmp_path: Path) -> None:
+    """It carries the database password: it never shows on a command line (`ps`), in a child's
+    environment (to_env) or in a printed config; it is read from the environment or a file."""
+    config = load_config(None, env={"TRITONFLEET_PAYMENTS_LEDGER_URL": LEDGER_URL})
+    assert config.payments.read_ledger_url() == LEDGER_URL
+    assert "db-s3cret" not in repr(config)
+    assert "db-s3cret" not in "".join(to_env(config).values())
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["gateway", "--payments-ledger-url", LEDGER_URL])
+    held = tmp_path / "ledger_url"
+    held.write_text(LEDGER_URL + "\n")
+    from_file = load_config(None, env={"TRITONFLEET_PAYMENTS_LEDGER_URL_FILE": str(held)})
+    assert from_file.payments.read_ledger_url() == LEDGER_URL
+    assert load_config(None, env={}).payments.read_ledger_url() is None
+
+
 def test_flags_override_own_section_and_prefixed_others() -> None:
     args = build_parser().parse_args(
         [

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, model_validator
 
+from tritonfleet.net import HEADER_TIMEOUT_S
+
 DEFAULT_CONFIG_FILE = Path("fleet.toml")
 # anvil's chain id: the only chain dev mode runs on.
 DEV_CHAIN_ID = 31337
@@ -55,6 +57,19 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def read_secret(value: SecretStr | None, file: Path | None, file_key: str) -> str | None:
+    """A secret given as itself (environment, TOML) or in a file that `file_key` names; None
+    for neither."""
+    if value is not None:
+        return value.get_secret_value()
+    if file is None:
+        return None
+    try:
+        return file.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{file_key}: cannot read {file}: {exc}") from exc
+
+
 class ClusterConfig(Section):
     """Keys shared by every service of one cluster."""
 
@@ -65,20 +80,29 @@ class ClusterConfig(Section):
     health_urls: list[str] = ["http://127.0.0.1:8082"]
 
     def read_token(self) -> str:
-        if self.token is not None:
-            return self.token.get_secret_value()
-        if self.token_file is not None:
-            try:
-                return self.token_file.read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"cluster.token_file: cannot read {self.token_file}: {exc}") from exc
+        if (token := read_secret(self.token, self.token_file, "cluster.token_file")) is not None:
+            return token
         raise ConfigError(
             "no cluster token: set cluster.token_file, or TRITONFLEET_CLUSTER_TOKEN in the environment"
         )
 
 
-class HealthConfig(Section):
+class ServedSection(Section):
+    """A service served by uvicorn (serving.serve_asgi): where it listens, and the bounds on
+    what one client, authenticated or not, can make it hold."""
+
     host: str = "127.0.0.1"
+    port: int
+    # Largest request body; beyond it 413 before the body is read.
+    max_body_bytes: int = 1 << 20
+    # Connections open at once; beyond it new requests get 503.
+    max_connections: int = 1000
+    # Longest a client may take to send its request headers, and then its body (slow-loris).
+    header_timeout_s: float = HEADER_TIMEOUT_S
+    body_timeout_s: float = 30.0
+
+
+class HealthConfig(ServedSection):
     port: int = 8082
     ttl_s: float = 3.0
     heartbeat_interval_s: float = 1.0
@@ -87,9 +111,6 @@ class HealthConfig(Section):
     unhealthy_threshold: int = 3
     # Longest a watch request is held open before answering "no change".
     watch_timeout_s: float = 30.0
-    # Largest request body; beyond it 413 before the body is read (an unauthenticated client
-    # cannot make the service hold more).
-    max_body_bytes: int = 1 << 20
 
 
 class Policy(StrEnum):
@@ -98,13 +119,9 @@ class Policy(StrEnum):
     P2C = "p2c"
 
 
-class SchedulerConfig(Section):
-    host: str = "127.0.0.1"
+class SchedulerConfig(ServedSection):
     port: int = 8081
     policy: Policy = Policy.ROUND_ROBIN
-    # Largest request body; beyond it 413 before the body is read (an unauthenticated client
-    # cannot make the service hold more).
-    max_body_bytes: int = 1 << 20
 
 
 class SchedulerMode(StrEnum):
@@ -191,8 +208,11 @@ class PaymentsConfig(Section):
 
     # Every inference through the gateway is charged; false turns the whole paid path off.
     enabled: bool = True
-    # SQLAlchemy URL of the usage ledger; empty means SQLite under the state directory.
-    ledger_url: str = ""
+    # SQLAlchemy URL of the usage ledger, or the file holding it; neither means SQLite under the
+    # state directory. A secret (it carries the database password): never a flag, never passed
+    # on to child processes.
+    ledger_url: SecretStr | None = None
+    ledger_url_file: Path | None = None
     # Price per request in credit base units, by "model" or "model:version" (the latter wins).
     prices: dict[str, int] = {"simple": 1, "digits": 2, "stable_diffusion": 50}
     # Price of a model that `prices` does not name.
@@ -215,11 +235,13 @@ class PaymentsConfig(Section):
     # How long the gateway waits for one read of the chain (deposits, withdrawals).
     chain_timeout_s: float = 5.0
 
+    def read_ledger_url(self) -> str | None:
+        return read_secret(self.ledger_url, self.ledger_url_file, "payments.ledger_url_file")
 
-class TokenManagerConfig(Section):
+
+class TokenManagerConfig(ServedSection):
     """API keys for addresses that sign in, balances, prices, usage, the dev faucet."""
 
-    host: str = "127.0.0.1"
     port: int = 8083
     challenge_ttl_s: float = 300.0
     # Sign-in challenges held at once (about 1 KB each); beyond it a new one is refused (503,
@@ -232,9 +254,50 @@ class TokenManagerConfig(Section):
     signin_burst: int = 20
     # Client IPs whose buckets are kept; past it the least recently seen is forgotten.
     signin_clients_max: int = 10_000
-    # Largest request body; beyond it 413 before the body is read (an unauthenticated client
-    # cannot make the service hold more).
-    max_body_bytes: int = 1 << 20
+    # The web origin users sign in at, as their browser names it ("https://fleet.example"): the
+    # EIP-4361 message names it, so that a wallet can warn when another site shows it, and a
+    # sign-in for, or sent from a page of, another origin is refused. None: the web frontend's
+    # own address, http://web.host:web.port, which is what browsers see only on a loopback host.
+    public_origin: str | None = None
+
+    @model_validator(mode="after")
+    def _public_origin_as_browsers_send_it(self) -> TokenManagerConfig:
+        if self.public_origin is not None:
+            canonical = self.canonical_origin(self.public_origin)
+            # Compared with the Origin header as it comes: any other spelling would never match.
+            if self.public_origin != canonical:
+                raise ValueError(f"token_manager.public_origin: write it as browsers do, {canonical!r}")
+        return self
+
+    @staticmethod
+    def canonical_origin(text: str) -> str:
+        """`scheme://host[:port]` as a browser's Origin header has it: lowercase, no default port."""
+        try:
+            parts = urlsplit(text)
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"token_manager.public_origin: {exc}") from None
+        scheme, host = parts.scheme.lower(), parts.hostname
+        if scheme not in ("http", "https") or not host or parts.username is not None:
+            raise ValueError("token_manager.public_origin: an origin is http(s)://host[:port]")
+        if parts.path.strip("/") or parts.query or parts.fragment:
+            raise ValueError("token_manager.public_origin: an origin has no path, query or fragment")
+        netloc = f"[{host}]" if ":" in host else host
+        if port is not None and port != {"http": 80, "https": 443}[scheme]:
+            netloc += f":{port}"
+        return f"{scheme}://{netloc}"
+
+    def origin(self, web: WebConfig) -> str:
+        """The origin sign-in is for: the configured one, or the loopback web frontend's."""
+        if self.public_origin is not None:
+            return self.public_origin
+        if not _is_loopback(web.host):
+            raise ConfigError(
+                f"token_manager.public_origin is needed: web.host {web.host} is an address to listen "
+                "on, not the origin browsers sign in at (set https://fleet.example, say)"
+            )
+        host = f"[{web.host}]" if ":" in web.host else web.host
+        return self.canonical_origin(f"http://{host}:{web.port}")
 
 
 class SettlerConfig(Section):
@@ -257,6 +320,13 @@ class SettlerConfig(Section):
     # Prometheus metrics at http://metrics_host:metrics_port/metrics; port 0 serves none.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 8084
+    # The settler's own key outside dev mode (in dev mode: anvil's account 1): a JSON keystore
+    # and its password, TRITONFLEET_SETTLER_KEYSTORE_PASSWORD or a file. It holds the vault's
+    # settle role only, never the owner's (chain.keystore_file): the vault refuses one key for
+    # both, so that the key online all day cannot move the treasury or the owner.
+    keystore_file: Path | None = None
+    keystore_password: SecretStr | None = None
+    keystore_password_file: Path | None = None
 
 
 class ChainConfig(Section):
@@ -269,15 +339,36 @@ class ChainConfig(Section):
     state_file: Path = Path(".tritonfleet/chain/state.json")
     # Contract addresses; empty means read from deployment_file (written by the deployer).
     deployment_file: Path = Path(".tritonfleet/chain/deployment.json")
-    # Operator key outside dev mode: a standard JSON keystore and its password.
+    # The operator's key outside dev mode (in dev mode: anvil's account 0), a standard JSON
+    # keystore and its password: the vault's owner and the credit's minter, which settles
+    # nothing (settler.keystore_file holds the settle role). Keep it offline but for deploys,
+    # the dev faucet and the vault's owner changes (`python -m tritonfleet.payments.chain.admin`).
     keystore_file: Path | None = None
     keystore_password: SecretStr | None = None
     keystore_password_file: Path | None = None
     # Deploy-time delay between a withdrawal request and the withdrawal.
     withdrawal_delay_s: int = 3600
+    # Deploy-time time lock of the vault's treasury change, ownership transfer and cap raise:
+    # proposed, then executable this much later. At least withdrawal_delay_s (the vault refuses
+    # less), so that users who see a proposal can withdraw before it takes effect.
+    admin_delay_s: int = 2 * 24 * 3600
+    # Deploy-time cap on what one settle may charge in all, in credit base units (FleetCredit
+    # has 6 decimals: 10**10 is 10,000 credits). The settler splits batches to fit; the owner
+    # lowers it at once, and raises it through the time lock.
+    max_batch_total: int = 10**10
     receipt_timeout_s: float = 120.0
     # Blocks that must include a transaction (a settlement, a faucet deposit) before it counts.
     confirmations: int = 1
+
+    @model_validator(mode="after")
+    def _admin_delay_covers_a_withdrawal(self) -> ChainConfig:
+        # The vault refuses it too; said here before anything is deployed.
+        if self.admin_delay_s < self.withdrawal_delay_s:
+            raise ValueError(
+                "chain.admin_delay_s is below chain.withdrawal_delay_s: a treasury change could "
+                "take effect before users who saw it proposed could withdraw"
+            )
+        return self
 
     @model_validator(mode="after")
     def _dev_only_on_a_local_dev_chain(self) -> ChainConfig:
@@ -298,17 +389,16 @@ class ChainConfig(Section):
         return self
 
 
-class WebConfig(Section):
+class WebConfig(ServedSection):
     """The web frontend; it finds the health checkers in [cluster] health_urls."""
 
-    host: str = "127.0.0.1"
     port: int = 8090
     gateway_url: str = "http://127.0.0.1:8080"
     token_manager_url: str = "http://127.0.0.1:8083"
     # Longest wait for one inference through the gateway: text to image takes seconds on a GPU
     # and more on a CPU.
     request_timeout_s: float = 120.0
-    # Largest request body the web backend accepts (prompts, playground inputs).
+    # Prompts and playground inputs.
     max_body_bytes: int = 4 * 1024 * 1024
     # Period of the cluster page's probes; a dead node shows red within about two of them.
     refresh_interval_s: float = 0.5

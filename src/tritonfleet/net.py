@@ -7,6 +7,15 @@ import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
+# The uvicorn services close a connection whose request headers have not all arrived this long
+# after it opened or after its previous answer ends its keep-alive time (slow-loris).
+HEADER_TIMEOUT_S = 10.0
+# The aiohttp servers (gateway, manager) close a connection idle this long, and one whose request
+# headers have not all arrived by then: aiohttp's keep-alive timer is its header timeout too.
+# Longer than the clients' own pool expiry (aiohttp's 15 s), so that a client never sends on a
+# connection the server has just closed.
+SERVER_IDLE_TIMEOUT_S = 75.0
+
 # Where free ports are looked for: above the well-known services, below the ephemeral range.
 _LOWEST_FREE_PORT = 15000
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")

@@ -6,6 +6,7 @@ These are the wire formats fixed in DESIGN.md; pydantic validates them at every 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,9 +46,17 @@ class Heartbeat(BaseModel):
 
 
 class RegisterResponse(BaseModel):
+    """Answer of register (with the node's secret) and of heartbeats (without)."""
+
+    # The header in which heartbeats and deregistration of the node present `node_secret`.
+    SECRET_HEADER: ClassVar[str] = "X-Node-Secret"
+
     node_id: str
     heartbeat_interval_s: float
     ttl_s: float
+    node_secret: str | None = Field(
+        default=None, repr=False, description="The node's secret (register only): never log it."
+    )
 
 
 class NodeHealth(StrEnum):

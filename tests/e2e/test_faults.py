@@ -63,7 +63,7 @@ class Load:
 
 
 def triton_url(fleet: LocalCluster, node_id: str) -> str:
-    nodes = httpx.get(f"{fleet.gateway_url}/v1/nodes").json()["nodes"]
+    nodes = httpx.get(f"{fleet.gateway_url}/v1/nodes", headers=fleet.cluster_auth).json()["nodes"]
     return next(node["triton_http_url"] for node in nodes if node["node_id"] == node_id)
 
 

@@ -15,6 +15,7 @@ import tritonclient.http as httpclient
 from sklearn.datasets import load_digits
 
 from tests.e2e.cluster import cluster, simple_body
+from tritonfleet.protocol import RegisterResponse
 from tritonfleet.up.cluster import LocalCluster
 
 NODE_HEADER = "X-Tritonfleet-Node"
@@ -36,7 +37,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 
 def node_url(fleet: LocalCluster, node_id: str) -> str:
-    nodes = httpx.get(f"{fleet.health_url}/v1/nodes").json()["nodes"]
+    nodes = httpx.get(f"{fleet.health_url}/v1/nodes", headers=fleet.cluster_auth).json()["nodes"]
     return next(node["triton_http_url"] for node in nodes if node["node_id"] == node_id)
 
 
@@ -183,10 +184,9 @@ def test_a_model_no_node_can_serve_gets_503_with_retry_after(fleet: LocalCluster
         "state": "ready",
     }
     headers = {"Authorization": f"Bearer {token}"}
-    assert (
-        httpx.post(f"{fleet.health_url}/v1/nodes/register", json=heartbeat, headers=headers).status_code
-        == 200
-    )
+    registered = httpx.post(f"{fleet.health_url}/v1/nodes/register", json=heartbeat, headers=headers)
+    assert registered.status_code == 200
+    headers[RegisterResponse.SECRET_HEADER] = registered.json()["node_secret"]
     try:
         fleet.wait_gateway_sees({*fleet.nodes, "ghost"}, 10)
         answer = httpx.post(f"{fleet.gateway_url}/v2/models/ghost-model/infer", content=b"{}")
@@ -206,13 +206,14 @@ def test_registration_without_the_cluster_token_is_rejected(fleet: LocalCluster)
     for headers in ({}, {"Authorization": "Bearer wrong"}):
         answer = httpx.post(f"{fleet.health_url}/v1/nodes/register", json=heartbeat, headers=headers)
         assert answer.status_code == 401
-    listed = httpx.get(f"{fleet.health_url}/v1/nodes").json()["nodes"]
+    listed = httpx.get(f"{fleet.health_url}/v1/nodes", headers=fleet.cluster_auth).json()["nodes"]
     assert "intruder" not in {node["node_id"] for node in listed}
 
 
 def test_status_prints_a_table_of_the_nodes(fleet: LocalCluster) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "tritonfleet", "status", "--health-urls", fleet.health_url],
+        env=fleet.env,  # the cluster token
         capture_output=True,
         text=True,
         check=True,

@@ -45,7 +45,7 @@ def gateway_address(fleet: LocalCluster) -> str:
 
 
 def node_address(fleet: LocalCluster, node_id: str) -> str:
-    nodes = httpx.get(f"{fleet.health_url}/v1/nodes").json()["nodes"]
+    nodes = httpx.get(f"{fleet.health_url}/v1/nodes", headers=fleet.cluster_auth).json()["nodes"]
     url = next(node["triton_grpc_url"] for node in nodes if node["node_id"] == node_id)
     return str(url).removeprefix("grpc://")
 

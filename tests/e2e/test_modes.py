@@ -58,7 +58,10 @@ def inference_counts(nodes: dict[str, dict[str, str]]) -> dict[str, int]:
 
 
 def test_remote_scheduler_and_manager_forwarding_spread_requests_round_robin(fleet: LocalCluster) -> None:
-    nodes = {node["node_id"]: node for node in httpx.get(f"{fleet.health_url}/v1/nodes").json()["nodes"]}
+    nodes = {
+        node["node_id"]: node
+        for node in httpx.get(f"{fleet.health_url}/v1/nodes", headers=fleet.cluster_auth).json()["nodes"]
+    }
     # Until both nodes have served once: a node's first heartbeats may still be settling
     # (a CI run saw six requests in a row go to one node right after start).
     deadline, seen = time.monotonic() + 15, set()
@@ -73,7 +76,7 @@ def test_remote_scheduler_and_manager_forwarding_spread_requests_round_robin(fle
 
 
 def test_every_service_serves_prometheus_metrics(fleet: LocalCluster) -> None:
-    nodes = httpx.get(f"{fleet.health_url}/v1/nodes").json()["nodes"]
+    nodes = httpx.get(f"{fleet.health_url}/v1/nodes", headers=fleet.cluster_auth).json()["nodes"]
     for url in (fleet.gateway_url, fleet.scheduler_url, fleet.health_url, *(n["manager_url"] for n in nodes)):
         answer = httpx.get(f"{url}/metrics")
         assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")

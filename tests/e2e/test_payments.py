@@ -20,6 +20,7 @@ from tests.e2e.cluster import cluster, paid_sections, simple_body
 from tests.postgres import postgres_schema
 from tritonfleet.config import to_env
 from tritonfleet.payments.chain.client import Chain, connect
+from tritonfleet.payments.ledger.database import default_ledger_url
 from tritonfleet.payments.ledger.states import BatchState
 from tritonfleet.payments.ledger.store import Ledger
 from tritonfleet.up.cluster import LocalCluster
@@ -95,7 +96,7 @@ def auth(key: str) -> dict[str, str]:
 
 
 def ledger(fleet: LocalCluster) -> Ledger:
-    return Ledger.open(fleet.config.payments.ledger_url)
+    return Ledger.open(default_ledger_url(fleet.config))
 
 
 def test_a_paid_inference_is_charged_settled_on_chain_and_balances_agree(
@@ -131,7 +132,7 @@ def test_a_paid_inference_is_charged_settled_on_chain_and_balances_agree(
 
 def node_inferences(fleet: LocalCluster) -> int:
     """`simple`'s inferences by the node's own Triton, as its statistics count them."""
-    (node,) = httpx.get(f"{fleet.health_url}/v1/nodes").json()["nodes"]
+    (node,) = httpx.get(f"{fleet.health_url}/v1/nodes", headers=fleet.cluster_auth).json()["nodes"]
     stats = httpx.get(f"{node['triton_http_url']}/v2/models/simple/stats").json()["model_stats"]
     return sum(entry["inference_count"] for entry in stats)
 

@@ -58,7 +58,10 @@ def start_gateway(fleet: LocalCluster, name: str, stack: ExitStack) -> tuple[str
     stack.callback(proc.signal, signal.SIGTERM)
     url = f"http://{fleet.config.gateway.host}:{port}"
     wait_http_ok(f"{url}/healthz", 60, proc)
-    wait_for(lambda: httpx.get(f"{url}/v1/nodes").json()["nodes"], f"{name} sees the node")
+    wait_for(
+        lambda: httpx.get(f"{url}/v1/nodes", headers=fleet.cluster_auth).json()["nodes"],
+        f"{name} sees the node",
+    )
     return url, proc
 
 

@@ -54,12 +54,15 @@ class FakeWatcher(NodeWatcher):
     """A node view the test sets; it follows no health checker (never started, no client)."""
 
     def __init__(self, nodes: Sequence[NodeView] = ()) -> None:
-        super().__init__([], client=None)  # type: ignore[arg-type]
+        super().__init__([], client=None, token=CLUSTER_TOKEN)  # type: ignore[arg-type]
         self.view = list(nodes)
 
     @property
     def nodes(self) -> list[NodeView]:
         return list(self.view)
+
+
+CLUSTER_TOKEN = "test-cluster-token"
 
 
 def first_failure_ejector() -> Ejector:
@@ -73,7 +76,9 @@ def gateway_core(nodes: list[NodeView], session: aiohttp.ClientSession, **config
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
     routing = NodeRouting(FakeScheduler(nodes), first_failure_ejector(), metrics, gw.max_attempts)
-    return GatewayCore(gw, FakeWatcher(nodes), routing, metrics, registry, session, paid=None)
+    return GatewayCore(
+        gw, FakeWatcher(nodes), routing, metrics, registry, session, paid=None, cluster_token=CLUSTER_TOKEN
+    )
 
 
 @dataclass(frozen=True)

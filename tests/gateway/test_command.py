@@ -31,7 +31,7 @@ from tritonfleet.scheduler.client import EmbeddedScheduler
 def gateway_config(**sections: dict[str, Any]) -> FleetConfig:
     overrides: dict[str, dict[str, Any]] = {
         # Nobody answers there: the watch retries in the background, which is all these tests need.
-        "cluster": {"health_urls": [f"http://127.0.0.1:{free_port()}"]},
+        "cluster": {"health_urls": [f"http://127.0.0.1:{free_port()}"], "token": "test-cluster-token"},
         "gateway": {"port": free_port(), "grpc_port": free_port(), "shutdown_grace_s": 0.1},
         "payments": {"enabled": False},
     }

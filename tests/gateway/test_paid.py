@@ -314,3 +314,29 @@ async def test_a_charge_the_ledger_does_not_confirm_in_time_answers_503_and_stay
         assert sorted(c.request_id for c in ledger.usage(payer.account)) == ["slow", "warm-up"]
     finally:
         await paid.aclose()
+
+
+async def test_a_ledger_error_reaches_the_log_but_not_the_client(
+    ledger_file: str,
+    ledger: Ledger,
+    chain: DevChain,
+    ledger_lock: LedgerLock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The database's own words may name its host, user or tables: the client is told to retry."""
+    config = FAST.model_copy(update={"ledger_timeout_s": 0.2})
+    paid = await started(config, ledger_file, ledger, chain)
+    try:
+        payer = await funded_payer(paid, chain, 20)
+        async with paid.hold(payer, "warm-up", "simple", None) as held:
+            await held.charge()
+        ledger_lock.take()
+        with pytest.raises(Unavailable) as refused:
+            async with paid.hold(payer, "locked-out", "simple", None) as held:
+                await held.charge()
+        ledger_lock.free()
+        assert str(refused.value) == "the charge could not be recorded, try again"
+        logged = [getattr(record, "error", "") for record in caplog.records]
+        assert any("database is locked" in error for error in logged)
+    finally:
+        await paid.aclose()

@@ -1,4 +1,5 @@
-"""Small stand-ins shared by the health checker's tests: a clock, heartbeats, a prober, an app."""
+"""Small stand-ins shared by the health checker's tests: a clock, heartbeats, managers, a prober,
+an app."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tritonfleet.config import FleetConfig
 from tritonfleet.health.command import create_app
 from tritonfleet.health.prober import Prober
 from tritonfleet.health.records import ProbeTarget
+from tritonfleet.health.registry import Registry
 from tritonfleet.protocol import Heartbeat
 
 TOKEN = "cluster-s3cret"
@@ -49,15 +51,46 @@ def beat_json(node_id: str = "n1", **fields: Any) -> dict[str, Any]:
     }
 
 
+class Managers:
+    """Feed a registry as the nodes' managers do: a node's first heartbeat registers it, the later
+    ones present the secret that registration answered."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.secrets: dict[str, str] = {}
+
+    def __call__(self, heartbeat: Heartbeat) -> None:
+        secret = self.secrets.get(heartbeat.node_id)
+        if secret is None:
+            self.secrets[heartbeat.node_id] = self.registry.register(heartbeat, None)
+        else:
+            self.registry.heartbeat(heartbeat, secret)
+
+
 def fleet_config(**health: Any) -> FleetConfig:
     return FleetConfig.model_validate({"cluster": {"token": TOKEN}, "health": health})
 
 
 @dataclass
 class Harness:
-    client: httpx.AsyncClient
+    client: httpx.AsyncClient  # sends the cluster token
+    anonymous: httpx.AsyncClient  # sends none
     clock: FakeClock
     prober: FakeProber
+
+
+async def register(client: httpx.AsyncClient, node_id: str = "n1", **fields: Any) -> str:
+    """Register a node with the cluster token; its secret."""
+    answer = await client.post("/v1/nodes/register", json=beat_json(node_id, **fields), headers=AUTH)
+    assert answer.status_code == 200, answer.text
+    secret = answer.json()["node_secret"]
+    assert isinstance(secret, str)
+    return secret
+
+
+def owner(secret: str) -> dict[str, str]:
+    """The headers of a node's own call: the cluster token and the node's secret."""
+    return {**AUTH, "X-Node-Secret": secret}
 
 
 @asynccontextmanager
@@ -67,5 +100,8 @@ async def running(**health: Any) -> AsyncIterator[Harness]:
     app = create_app(fleet_config(**health), clock=clock, prober=prober)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("10.0.0.7", 5555))
-        async with httpx.AsyncClient(transport=transport, base_url="http://health") as client:
-            yield Harness(client, clock, prober)
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://health", headers=AUTH) as client,
+            httpx.AsyncClient(transport=transport, base_url="http://health") as anonymous,
+        ):
+            yield Harness(client, anonymous, clock, prober)

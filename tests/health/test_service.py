@@ -1,6 +1,6 @@
 import asyncio
 
-from .fakes import AUTH, beat_json, running
+from .fakes import AUTH, beat_json, owner, register, running
 
 
 async def test_a_watch_without_since_answers_at_once() -> None:
@@ -49,9 +49,9 @@ async def test_the_watch_timeout_is_capped_by_the_configured_maximum() -> None:
 
 async def test_a_load_only_change_reaches_watchers_within_a_tick() -> None:
     async with running() as h:
-        await h.client.post("/v1/nodes/register", json=beat_json("n1"), headers=AUTH)
+        secret = await register(h.client, "n1")
         watch = asyncio.create_task(h.client.get("/v1/nodes/watch", params={"since": 1, "timeout_s": 10}))
-        await h.client.post("/v1/nodes/n1/heartbeat", json=beat_json("n1", pending=5), headers=AUTH)
+        await h.client.post("/v1/nodes/n1/heartbeat", json=beat_json("n1", pending=5), headers=owner(secret))
         response = await asyncio.wait_for(watch, timeout=1)
     assert response.json()["version"] == 2
     assert response.json()["nodes"][0]["pending"] == 5

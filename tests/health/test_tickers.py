@@ -9,7 +9,7 @@ from tritonfleet.health.registry import Registry
 from tritonfleet.health.tickers import expire_forever, probe_round
 from tritonfleet.protocol import NodeHealth
 
-from .fakes import beat
+from .fakes import Managers, beat
 
 
 class ScriptedProber(Prober):
@@ -27,8 +27,9 @@ class ScriptedProber(Prober):
 
 async def test_a_probe_round_records_each_result_and_counts_failures() -> None:
     registry = Registry(ttl_s=3, unhealthy_threshold=1, clock=FakeClock())
+    feed = Managers(registry)
     for node_id in ("a", "b", "c"):
-        registry.heartbeat(beat(node_id))
+        feed(beat(node_id))
     failures: list[None] = []
     await probe_round(registry, ScriptedProber(down={"b"}), lambda: failures.append(None))
     assert {v.node_id: v.health for v in registry.listing().nodes} == {
@@ -43,8 +44,9 @@ async def test_a_probe_that_raises_counts_as_a_failure_and_the_round_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     registry = Registry(ttl_s=3, unhealthy_threshold=1, clock=FakeClock())
-    registry.heartbeat(beat("a"))
-    registry.heartbeat(beat("b"))
+    feed = Managers(registry)
+    feed(beat("a"))
+    feed(beat("b"))
     await probe_round(registry, ScriptedProber(down=set(), broken={"a"}), lambda: None)
     assert registry.counts() == {NodeHealth.HEALTHY: 1, NodeHealth.UNHEALTHY: 1}
     assert "probe raised" in caplog.text
@@ -53,7 +55,8 @@ async def test_a_probe_that_raises_counts_as_a_failure_and_the_round_goes_on(
 async def test_the_expiry_ticker_drops_silent_nodes_until_cancelled() -> None:
     clock = FakeClock()
     registry = Registry(ttl_s=3, unhealthy_threshold=1, clock=clock)
-    registry.heartbeat(beat("a"))
+    feed = Managers(registry)
+    feed(beat("a"))
     ticker = asyncio.create_task(expire_forever(registry, tick_s=0.005))
     clock.advance(3.1)
     await asyncio.sleep(0.02)

@@ -1,5 +1,6 @@
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -7,10 +8,14 @@ import httpx
 import pytest
 import uvicorn
 
+from tests.fakes import FakeClock
 from tests.scheduler.fakes import FakeHealthChecker, FakeNetwork, node
+from tritonfleet.health.command import create_app
 from tritonfleet.health.watch import Answer, NodeWatcher, merge
 from tritonfleet.net import free_port, http_url
 from tritonfleet.protocol import NodeView
+
+from .fakes import AUTH, TOKEN, FakeProber, beat_json, fleet_config
 
 
 def ids(nodes: list[NodeView]) -> list[str]:
@@ -24,7 +29,7 @@ def has(*node_ids: str) -> Callable[[list[NodeView]], bool]:
 @contextlib.asynccontextmanager
 async def watching(network: FakeNetwork, *hosts: str, **options: Any) -> AsyncIterator[NodeWatcher]:
     async with httpx.AsyncClient(transport=network) as client:
-        watcher = NodeWatcher([f"http://{host}" for host in hosts], client, **options)
+        watcher = NodeWatcher([f"http://{host}" for host in hosts], client, **{"token": TOKEN, **options})
         await watcher.start()
         try:
             yield watcher
@@ -37,7 +42,9 @@ async def test_the_watcher_lists_the_nodes_then_follows_changes() -> None:
     seen: list[list[str]] = []
     network = FakeNetwork({"h1": checker.app})
     async with httpx.AsyncClient(transport=network) as client:
-        watcher = NodeWatcher(["http://h1/"], client, on_change=lambda nodes: seen.append(ids(nodes)))
+        watcher = NodeWatcher(
+            ["http://h1/"], client, on_change=lambda nodes: seen.append(ids(nodes)), token=TOKEN
+        )
         await watcher.start()
         assert await watcher.wait_for(has("a"), 1.0)
         checker.set_nodes([node("a", "m"), node("b", "m")])
@@ -126,7 +133,7 @@ async def test_an_on_change_that_raises_does_not_stop_the_watch() -> None:
         raise RuntimeError("boom")
 
     async with httpx.AsyncClient(transport=FakeNetwork({"h1": checker.app})) as client:
-        watcher = NodeWatcher(["http://h1"], client, on_change=broken)
+        watcher = NodeWatcher(["http://h1"], client, on_change=broken, token=TOKEN)
         await watcher.start()
         assert await watcher.wait_for(has("a"), 1.0)
         checker.set_nodes([])
@@ -159,7 +166,12 @@ async def test_the_watcher_follows_a_real_http_checker_and_drops_it_when_it_stop
         # No wait for the server to start: the watcher retries until it answers.
         async with httpx.AsyncClient() as client:
             watcher = NodeWatcher(
-                [http_url("127.0.0.1", port)], client, watch_timeout_s=0.1, retry_s=0.02, stale_after_s=0.1
+                [http_url("127.0.0.1", port)],
+                client,
+                watch_timeout_s=0.1,
+                retry_s=0.02,
+                stale_after_s=0.1,
+                token=TOKEN,
             )
             await watcher.start()
             try:
@@ -172,3 +184,21 @@ async def test_the_watcher_follows_a_real_http_checker_and_drops_it_when_it_stop
     finally:
         server.should_exit = True
         await serving
+
+
+async def test_the_watcher_presents_the_cluster_token_that_a_real_checker_requires(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With the token it lists the nodes; with a wrong one, none, and it logs an error, not the token."""
+    app = create_app(fleet_config(), clock=FakeClock(), prober=FakeProber())
+    async with app.router.lifespan_context(app):
+        network = FakeNetwork({"h1": app})
+        async with httpx.AsyncClient(transport=network) as client:
+            await client.post("http://h1/v1/nodes/register", json=beat_json("a"), headers=AUTH)
+        async with watching(network, "h1", token=TOKEN, watch_timeout_s=0.05) as watcher:
+            assert await watcher.wait_for(has("a"), 1.0)
+        with caplog.at_level(logging.ERROR):
+            async with watching(network, "h1", token="a-wrong-token", retry_s=0.02) as refused:
+                assert not await refused.wait_for(has("a"), 0.2)
+    assert "refused the cluster token" in caplog.text
+    assert "a-wrong-token" not in caplog.text

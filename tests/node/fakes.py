@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -47,15 +48,22 @@ class Call:
     path: str
     authorized: bool
     body: dict[str, Any] | None
+    secret: str | None  # the X-Node-Secret presented
+    status: int
 
 
 class FakeHealthChecker:
-    """Answers `/v1/nodes/...` like the real one (401 without the token) and records every call."""
+    """Answers `/v1/nodes/...` like the real one and records every call: 401 without the token,
+    a secret per registered node, 403 for a call of a node without it, 404 for a heartbeat of an
+    unregistered node. Registrations always succeed (no TTL here)."""
+
+    _secrets = itertools.count(1)
 
     def __init__(self, token: str = TOKEN, interval_s: float = 0.2, ttl_s: float = 1.0) -> None:
         self.token = token
         self.answer = RegisterResponse(node_id="", heartbeat_interval_s=interval_s, ttl_s=ttl_s)
         self.calls: list[Call] = []
+        self.secrets: dict[str, str] = {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         app = web.Application()
@@ -72,21 +80,41 @@ class FakeHealthChecker:
 
     def heartbeats(self) -> list[Heartbeat]:
         """Bodies of the accepted registrations and heartbeats, oldest first."""
-        return [Heartbeat.model_validate(c.body) for c in self.calls if c.authorized and c.body is not None]
+        return [
+            Heartbeat.model_validate(c.body) for c in self.calls if c.status == 200 and c.body is not None
+        ]
 
     def paths(self, method: str) -> list[str]:
-        return [c.path for c in self.calls if c.method == method and c.authorized]
+        return [c.path for c in self.calls if c.method == method and c.status < 300]
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.json() if request.can_read_body else None
         authorized = request.headers.get("Authorization") == f"Bearer {self.token}"
-        self.calls.append(Call(request.method, request.path, authorized, body))
-        if not authorized:
-            return web.json_response({"error": "unauthorized"}, status=401)
-        if request.path.endswith("/register"):
+        secret = request.headers.get(RegisterResponse.SECRET_HEADER)
+        status, answer = self._answer(request.method, request.path, body, secret) if authorized else (401, {})
+        self.calls.append(Call(request.method, request.path, authorized, body, secret, status))
+        if status == 204:
+            return web.Response(status=204)
+        return web.json_response(answer or {"error": f"refused: {status}"}, status=status)
+
+    def _answer(
+        self, method: str, path: str, body: dict[str, Any] | None, secret: str | None
+    ) -> tuple[int, dict[str, Any]]:
+        if path.endswith("/register"):
             assert body is not None
-            return web.json_response(self.answer.model_copy(update={"node_id": body["node_id"]}).model_dump())
-        return web.json_response({})
+            node_id = body["node_id"]
+            self.secrets[node_id] = f"{self.port}-secret-{next(self._secrets)}"
+            update = {"node_id": node_id, "node_secret": self.secrets[node_id]}
+            return 200, self.answer.model_copy(update=update).model_dump()
+        node_id = path.split("/")[3]
+        if node_id not in self.secrets:
+            return (204, {}) if method == "DELETE" else (404, {})
+        if secret != self.secrets[node_id]:
+            return 403, {}
+        if method == "DELETE":
+            del self.secrets[node_id]
+            return 204, {}
+        return 200, {}
 
 
 def repository(root: Path, names: Iterable[str]) -> Path:

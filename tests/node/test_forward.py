@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -45,3 +46,26 @@ async def test_in_flight_counts_until_the_last_request_ends() -> None:
         assert await in_flight.wait_idle(0.01) is False
     waiter = asyncio.create_task(in_flight.wait_idle(1.0))
     assert await waiter is True and in_flight.count == 0
+
+
+async def test_a_body_trickled_in_slower_than_the_timeout_is_refused_with_408() -> None:
+    """A slow-loris client holds the manager no longer than a request to Triton may take."""
+    metrics = NodeMetrics()
+    session = new_session(connect_timeout_s=1.0)
+    forwarder = TritonRelay(session, lambda: "http://unused", InFlight(metrics), metrics, timeout_s=0.5)
+    app = build_app(lambda: {"node_id": "n1", "state": "ready"}, forwarder, metrics, max_body_bytes=1024)
+
+    async def trickle() -> AsyncIterator[bytes]:
+        for _ in range(50):
+            yield b" "
+            await asyncio.sleep(0.1)
+
+    try:
+        async with TestClient(TestServer(app)) as client:
+            response = await client.post("/v2/models/simple/infer", data=trickle())
+            assert (response.status, await response.json()) == (
+                408,
+                {"error": "request body not received within 0.5 s"},
+            )
+    finally:
+        await aclose_session(session)

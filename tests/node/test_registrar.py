@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -25,8 +26,13 @@ def heartbeat(state: NodeState = NodeState.READY) -> Heartbeat:
     return Heartbeat(node_id="n1", manager_url="http://m", triton_http_url="http://t", state=state)
 
 
-def registered(interval_s: float = 10.0) -> httpx.Response:
-    return httpx.Response(200, json={"node_id": "n1", "heartbeat_interval_s": interval_s, "ttl_s": 3})
+def registered(interval_s: float = 10.0, secret: str = "s3cret-1") -> httpx.Response:
+    body = {"node_id": "n1", "heartbeat_interval_s": interval_s, "ttl_s": 3, "node_secret": secret}
+    return httpx.Response(200, json=body)
+
+
+def presented(request: httpx.Request) -> str | None:
+    return request.headers.get("X-Node-Secret")
 
 
 @asynccontextmanager
@@ -125,15 +131,120 @@ async def test_farewell_sends_draining_then_delete_and_never_raises() -> None:
     assert failures(link) == 2
 
 
-async def test_a_heartbeat_answered_404_registers_again() -> None:
-    """A health checker that lost the node and does not upsert gets a fresh registration."""
-    paths: list[str] = []
-    answers = [registered(interval_s=0.02), httpx.Response(404), registered(interval_s=10.0)]
+@pytest.mark.parametrize("status", [404, 403], ids=["forgotten", "id-held-by-another"])
+async def test_a_heartbeat_answered_404_or_403_registers_again_and_uses_the_new_secret(status: int) -> None:
+    """A checker that lost the node (404), or knows another node by its id (403), gets a fresh
+    registration, whose secret the heartbeats then present."""
+    seen: list[tuple[str, str | None]] = []
+    answers = [
+        registered(interval_s=0.02, secret="old"),
+        httpx.Response(status, json={"error": "no"}),
+        registered(interval_s=0.02, secret="new"),
+    ]
 
     def handler(request: httpx.Request) -> httpx.Response:
-        paths.append(request.url.path)
-        return answers.pop(0) if answers else httpx.Response(200)
+        seen.append((request.url.path, presented(request)))
+        return answers.pop(0) if answers else httpx.Response(200, json={})
+
+    async with link_to(handler) as link:
+        await run_for(link, 0.15)
+    assert seen[:3] == [
+        ("/v1/nodes/register", None),
+        ("/v1/nodes/n1/heartbeat", "old"),
+        ("/v1/nodes/register", "old"),
+    ]
+    assert len(seen) > 4 and set(seen[3:]) == {("/v1/nodes/n1/heartbeat", "new")}
+
+
+async def test_heartbeats_and_the_farewell_present_the_secret_registration_answered() -> None:
+    seen: list[tuple[str, str, str | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path, presented(request)))
+        return registered(interval_s=0.02) if request.url.path.endswith("/register") else httpx.Response(200)
 
     async with link_to(handler) as link:
         await run_for(link, 0.1)
-    assert paths[:3] == ["/v1/nodes/register", "/v1/nodes/n1/heartbeat", "/v1/nodes/register"]
+        await link.farewell()
+    assert seen[0] == ("POST", "/v1/nodes/register", None)
+    assert {secret for _, path, secret in seen[1:]} == {"s3cret-1"}
+    assert seen[-1][:2] == ("DELETE", "/v1/nodes/n1")
+
+
+async def test_each_health_checker_gets_its_own_secret() -> None:
+    """Two links, as the manager keeps one per checker URL, each present the secret of their own."""
+    seen: list[tuple[str, str, str | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        seen.append((host, request.url.path, presented(request)))
+        return (
+            registered(secret=f"for-{host}")
+            if request.url.path.endswith("/register")
+            else httpx.Response(200)
+        )
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        links = [
+            HealthLink(f"http://{host}", "tok", heartbeat, client, FAST, NodeMetrics())
+            for host in ("h1", "h2")
+        ]
+        for link in links:
+            await link.register()
+            await link.beat()
+    beats = {(host, secret) for host, path, secret in seen if path.endswith("/heartbeat")}
+    assert beats == {("h1", "for-h1"), ("h2", "for-h2")}
+
+
+async def test_a_registration_refused_409_is_retried_every_heartbeat_interval_until_the_id_is_free(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A manager restarted before its old record expired waits it out at its own pace, not the
+    back-off's (which would reach 50 ms here), and says so once."""
+    times: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/register"):
+            times.append(loop.time())
+            if len(times) <= 3:
+                return httpx.Response(409, json={"error": "node id 'n1' is held by a live node"})
+            return registered()
+        return httpx.Response(200)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        slow = Backoff(base_s=1.0, max_s=1.0)
+        link = HealthLink("http://health", "tok", heartbeat, client, slow, NodeMetrics(), interval_s=0.03)
+        with caplog.at_level(logging.INFO):
+            await asyncio.wait_for(link.register(), 1.0)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(times) == 4 and all(0.025 <= gap < 0.5 for gap in gaps)
+    held = [r for r in caplog.records if "still held by a live registration" in r.getMessage()]
+    assert len(held) == 1 and held[0].levelname == "WARNING"
+    assert any(r.getMessage() == "registered" for r in caplog.records)
+
+
+async def test_the_secret_is_never_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Not at registration, nor in failures of heartbeats, re-registration or farewell."""
+    answers = [
+        registered(interval_s=0.02, secret="first-s3cret"),
+        httpx.Response(403, json={"error": "missing or wrong node secret"}),
+        httpx.Response(409, json={"error": "held"}),
+        registered(interval_s=0.02, secret="second-s3cret"),
+        httpx.Response(500, text="boom"),
+    ]
+
+    sent: set[str | None] = set()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.add(presented(request))
+        return answers.pop(0) if answers else httpx.Response(404, json={"error": "gone"})
+
+    async with link_to(handler) as link:
+        with caplog.at_level(logging.DEBUG):
+            await run_for(link, 0.2)
+            await link.farewell()
+    assert {"first-s3cret", "second-s3cret"} <= sent, "the secrets were in use"
+    assert any(r.getMessage() == "registered" for r in caplog.records)
+    logged = caplog.text + "".join(str(vars(r)) for r in caplog.records)
+    assert "s3cret" not in logged

@@ -15,15 +15,15 @@ from tritonfleet.payments.signin import (
     ChallengeFailed,
     ChallengesFull,
     ChallengeStore,
+    ForeignOrigin,
+    NoKeySigned,
     hash_api_key,
     new_api_key,
 )
 
 
 def store(clock: FakeClock, max_live: int = 100) -> ChallengeStore:
-    return ChallengeStore(
-        "fleet.example", "http://fleet.example", 31337, ttl_s=60, max_live=max_live, clock=clock
-    )
+    return ChallengeStore("https://fleet.example", 31337, ttl_s=60, max_live=max_live, clock=clock)
 
 
 def sign(account: LocalAccount, message: str) -> str:
@@ -59,6 +59,54 @@ def test_another_signer_or_an_expired_challenge_is_refused() -> None:
     clock.advance(61)
     with pytest.raises(ChallengeFailed, match="no live challenge"):
         challenges.verify(user.address, late.message, sign(user, late.message))
+
+
+def test_the_message_names_the_configured_origin_as_domain_and_uri() -> None:
+    challenge = store(FakeClock()).issue(Account.create().address)
+    assert challenge.message.startswith("fleet.example wants you to sign in")
+    assert "\nURI: https://fleet.example\n" in challenge.message
+    assert "\nChain ID: 31337\n" in challenge.message
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "refused"),
+    [
+        ("fleet.example wants", "evil.example wants", ForeignOrigin),
+        ("URI: https://fleet.example", "URI: https://evil.example", ForeignOrigin),
+        ("Chain ID: 31337", "Chain ID: 1", ChallengeFailed),
+    ],
+)
+def test_a_message_for_another_site_or_chain_is_refused_saying_which(
+    ours: str, theirs: str, refused: type[Exception]
+) -> None:
+    """A challenge rewritten for another site (or chain) and signed there signs in nowhere."""
+    user = Account.create()
+    challenges = store(FakeClock())
+    relayed = challenges.issue(user.address).message.replace(ours, theirs)
+    with pytest.raises(refused, match="evil.example" if refused is ForeignOrigin else "chain '1'"):
+        challenges.verify(user.address, relayed, sign(user, relayed))
+
+
+def test_a_request_from_a_page_of_another_origin_is_refused() -> None:
+    challenges = store(FakeClock())
+    challenges.check_origin(None)  # no browser: a script, the CLI
+    challenges.check_origin("https://fleet.example")
+    for origin in ("https://evil.example", "http://fleet.example", "https://fleet.example:8443", "null"):
+        with pytest.raises(ForeignOrigin):
+            challenges.check_origin(origin)
+
+
+def test_a_signature_by_no_key_of_the_address_carries_what_a_contract_wallet_check_needs() -> None:
+    """The personal_sign hash (EIP-191) that the wallet's isValidSignature is asked about."""
+    user, stranger = Account.create(), Account.create()
+    challenges = store(FakeClock())
+    message = challenges.issue(user.address).message
+    signature = Account.sign_message(encode_defunct(text=message), stranger.key)
+    with pytest.raises(NoKeySigned) as refused:
+        challenges.verify(user.address, message, signature.signature.to_0x_hex())
+    assert refused.value.address == user.address
+    assert refused.value.digest == bytes(signature.message_hash)
+    assert refused.value.signature == bytes(signature.signature)
 
 
 def test_a_malformed_address_is_a_bad_request() -> None:

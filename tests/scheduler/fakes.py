@@ -83,8 +83,13 @@ class FakeNetwork(httpx.AsyncBaseTransport):
         return await self.transports[host].handle_async_request(request)
 
 
+TOKEN = "test-cluster-token"
+CLUSTER_AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
 def fleet_config(**sections: dict[str, Any]) -> FleetConfig:
-    return FleetConfig.model_validate({"cluster": {"health_urls": ["http://checker"]}, **sections})
+    cluster = {"health_urls": ["http://checker"], "token": TOKEN}
+    return FleetConfig.model_validate({"cluster": cluster, **sections})
 
 
 @contextlib.asynccontextmanager
@@ -98,7 +103,9 @@ async def running_service(
         async with app.router.lifespan_context(app):
             await app.state.watcher.wait_for(lambda nodes: len(nodes) == len(checker.nodes), 2.0)
             transport = httpx.ASGITransport(app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://scheduler") as client:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://scheduler", headers=CLUSTER_AUTH
+            ) as client:
                 yield app, client
 
 

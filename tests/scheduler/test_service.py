@@ -4,7 +4,7 @@ import pytest
 
 from tritonfleet.protocol import NodeHealth, NodeState
 
-from .fakes import FakeHealthChecker, fleet_config, node, running_service
+from .fakes import TOKEN, FakeHealthChecker, fleet_config, node, running_service
 
 
 async def test_openapi_lists_every_endpoint_with_its_responses() -> None:
@@ -12,7 +12,7 @@ async def test_openapi_lists_every_endpoint_with_its_responses() -> None:
         schema = (await client.get("/openapi.json")).json()
     assert set(schema["paths"]) == {"/v1/schedule", "/v1/nodes", "/healthz", "/metrics"}
     responses = schema["paths"]["/v1/schedule"]["get"]["responses"]
-    assert set(responses) == {"200", "400", "404", "503"}
+    assert set(responses) == {"200", "400", "401", "404", "503"}
     assert responses["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/ScheduleResponse")
     assert responses["503"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
     assert "HTTPValidationError" not in schema["components"]["schemas"]
@@ -94,6 +94,23 @@ async def test_nodes_healthz_and_metrics_describe_the_view() -> None:
     assert 'tritonfleet_scheduler_choices_total{node_id="a"} 1.0' in metrics
     assert 'tritonfleet_scheduler_nodes{schedulable="false"} 1.0' in metrics
     assert 'tritonfleet_scheduler_http_requests_total{code="404",route="/v1/schedule"} 1.0' in metrics
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", f"Basic {TOKEN}"])
+@pytest.mark.parametrize("path", ["/v1/nodes", "/v1/schedule?model=m"])
+async def test_node_addresses_are_for_the_cluster_token_holders_only(
+    path: str, authorization: str | None
+) -> None:
+    """Both routes answer node addresses: without the cluster token, 401 in Triton's error shape."""
+    async with running_service(FakeHealthChecker([node("a", "m")])) as (_, client):
+        headers = {"Authorization": authorization} if authorization else {}
+        client.headers.pop("Authorization")
+        response = await client.get(path, headers=headers)
+    assert response.status_code == 401
+    assert response.json() == {
+        "error": "missing or wrong cluster token: send 'Authorization: Bearer <token>'"
+    }
+    assert "a-triton" not in response.text
 
 
 async def test_the_service_follows_changes_in_the_health_checkers_list() -> None:

@@ -1,15 +1,18 @@
-"""`tritonfleet reconcile` on a real chain and ledger: open debts listed, exit 0 while the
-ledger and the chain agree, 1 once a batch failed for good."""
+"""The settler's commands on a real chain and ledger: `tritonfleet settler` signs with the settler's
+key alone, which can settle and change nothing else; `tritonfleet reconcile` lists open debts,
+exits 0 while the ledger and the chain agree, 1 once a batch failed for good."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from eth_account import Account
 
 from tests.devnet import depositor
 from tests.settler.world import RefusesAccount, charge, like
 from tritonfleet.config import FleetConfig, load_config
+from tritonfleet.payments.chain.client import TransactionRejected, connect_settler
 from tritonfleet.payments.chain.devchain import DevChain
 from tritonfleet.payments.ledger.store import Ledger
 from tritonfleet.settler.command import reconcile
@@ -52,3 +55,24 @@ def test_reconcile_lists_open_debts_and_fails_on_a_batch_failed_for_good(
     assert reconcile(config) == 1
     out = capsys.readouterr().out
     assert "failed for good after 1 attempts" in out and out.splitlines()[-1].startswith("MISMATCH")
+
+
+def test_the_settler_key_settles_but_cannot_move_the_treasury_or_the_owner(
+    chain: DevChain, ledger_url: str, tmp_path: Path
+) -> None:
+    alice, before = depositor(chain, 10), chain.vault_roles()
+    settling = connect_settler(config_for(chain, ledger_url, tmp_path))
+    assert settling.settler.address == before.settler != before.owner
+    with Ledger.open(ledger_url) as ledger:
+        charge(ledger, alice.address, 3)
+        assert Settler(ledger, settling, max_charges=1000).settle_pending() == 1
+    thief = Account.create().address
+    for function, args in [
+        ("propose_treasury", (thief,)),
+        ("propose_owner", (thief,)),
+        ("set_settler", (thief,)),
+        ("propose_max_batch_total", (10**30,)),
+    ]:
+        with pytest.raises(TransactionRejected, match="caller is not the owner"):
+            settling.administer(function, *args)
+    assert chain.vault_roles() == before and chain.deposit_of(alice.address) == 7

@@ -66,7 +66,12 @@ def test_a_node_that_errs_on_a_read_delays_settlement_and_counts_no_refusal(
     charge(ledger, alice.address, 3)
     with slow_rpc_proxy(chain.rpc_url) as proxy:
         through = DevChain(
-            proxy.url, chain.chain_id, chain.operator, receipt_timeout_s=10, poll_interval_s=0.02
+            proxy.url,
+            chain.chain_id,
+            chain.operator,
+            receipt_timeout_s=10,
+            poll_interval_s=0.02,
+            settler=chain.settler,
         )
         through.use(chain.deployment)
         rounds = rounds_of(ledger, through, max_attempts=1)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.devnet import deployed_chain, depositor, new_anvil
-from tests.settler.world import RefusesAccount, RevertsOnChain, charge, like, top_up
+from tests.settler.world import RefusesAccount, RevertsOnChain, charge, like, take_settler_nonce, top_up
 from tritonfleet.config import SettlerConfig
 from tritonfleet.payments.chain.client import ChainUnavailable, FeeAboveCeiling, ReceiptTimeout, SignedTx
 from tritonfleet.payments.chain.devchain import DevChain
@@ -49,14 +49,14 @@ class CrashBeforeSend(DevChain):
         raise Crash
 
 
-class FaucetRace(DevChain):
-    """The real chain, but the dev faucet, which shares the operator's key, sends a transaction
-    between the settler's signing and its broadcast, taking the nonce the settler signed with."""
+class NonceRace(DevChain):
+    """The real chain, but another sender with the settler's key sends a transaction between
+    the settler's signing and its broadcast, taking the nonce the settler signed with."""
 
     def broadcast(self, signed: SignedTx) -> str:
         if not getattr(self, "raced", False):
             self.raced = True
-            self.mint(self.operator.address, Credit(1))
+            take_settler_nonce(self)
         return super().broadcast(signed)
 
 
@@ -156,12 +156,12 @@ def test_a_building_batch_the_vault_settled_already_is_confirmed_without_a_secon
     assert ledger.unsettled_by_account() == {}
 
 
-def test_a_nonce_taken_by_the_faucet_is_signed_again_with_a_fresh_one(
+def test_a_nonce_taken_by_another_sender_is_signed_again_with_a_fresh_one(
     chain: DevChain, ledger: Ledger
 ) -> None:
     alice = depositor(chain, 100)
     charge(ledger, alice.address, 7)
-    assert Settler(ledger, crashing(chain, FaucetRace), max_charges=1000).settle_pending() == 1
+    assert Settler(ledger, crashing(chain, NonceRace), max_charges=1000).settle_pending() == 1
     assert chain.deposit_of(alice.address) == 93
     (batch,) = ledger.settlements()
     assert batch.state is BatchState.CONFIRMED and chain.receipt_of(batch.tx_hash or "") is not None
@@ -174,7 +174,7 @@ def test_a_recorded_nonce_taken_while_the_settler_was_down_is_replaced(
     charge(ledger, alice.address, 3)
     with pytest.raises(Crash):
         Settler(ledger, crashing(chain, CrashBeforeSend), max_charges=1000).settle_pending()
-    chain.mint(chain.operator.address, Credit(1))  # the faucet takes the recorded nonce
+    take_settler_nonce(chain)  # another sender with the settler's key takes the recorded nonce
     assert Settler(ledger, chain, max_charges=1000).settle_pending() == 1
     assert chain.deposit_of(alice.address) == 97
     assert ledger.settlements()[0].state is BatchState.CONFIRMED
@@ -339,15 +339,8 @@ def test_a_nonce_race_lost_every_time_is_no_refusal(chain: DevChain, ledger: Led
     class AlwaysRaced(DevChain):
         """Another sender takes the nonce before each of the settler's broadcasts."""
 
-        racing = False
-
         def broadcast(self, signed: SignedTx) -> str:
-            if not self.racing:  # the mint's own broadcast goes through
-                self.racing = True
-                try:
-                    self.mint(self.operator.address, Credit(1))
-                finally:
-                    self.racing = False
+            take_settler_nonce(self)
             return super().broadcast(signed)
 
     charge(ledger, alice.address, 1)
@@ -357,6 +350,64 @@ def test_a_nonce_race_lost_every_time_is_no_refusal(chain: DevChain, ledger: Led
     (batch,) = ledger.unfinished_batches()
     assert batch.attempts == 0
     assert Settler(ledger, chain, max_charges=1000).settle_pending() == 1
+
+
+# The vault's cap per batch
+
+
+def lower_cap(chain: DevChain, cap: int) -> None:
+    chain.wait_confirmed(chain.administer("lower_max_batch_total", cap))
+
+
+def test_a_batch_over_the_cap_is_split_into_batches_that_fit(chain: DevChain, ledger: Ledger) -> None:
+    alice, bob = depositor(chain, 100), depositor(chain, 100)
+    lower_cap(chain, 10)
+    charge(ledger, alice.address, 4, 4, 4)
+    charge(ledger, bob.address, 4)
+    assert Settler(ledger, chain, max_charges=1000).settle_pending() == 2, "in one round"
+    assert [b.state for b in ledger.settlements()] == [BatchState.CONFIRMED] * 2, "no failed batch left"
+    assert sorted(b.amount for b in ledger.settlements()) == [8, 8]
+    assert chain.deposit_of(alice.address) == 88 and chain.deposit_of(bob.address) == 96
+    assert [e.total for e in chain.settled_events()] == [8, 8]
+    assert ledger.unsettled_by_account() == {}
+
+
+def test_a_charge_over_the_cap_is_set_aside_at_once_and_never_retried(
+    chain: DevChain, ledger: Ledger
+) -> None:
+    alice, bob = depositor(chain, 100), depositor(chain, 100)
+    lower_cap(chain, 10)
+    charge(ledger, alice.address, 3)
+    charge(ledger, bob.address, 11)
+    charge(ledger, alice.address, 2)
+    settler = Settler(ledger, chain, max_charges=1000, max_attempts=5)
+    assert settler.settle_pending() == 2
+    (aside,) = [b for b in ledger.settlements() if b.set_aside]
+    assert aside.totals == ((bob.address, 11),) and aside.attempts == 1
+    assert "over the vault's cap of 10" in (aside.last_error or "")
+    assert chain.deposit_of(alice.address) == 95 and chain.deposit_of(bob.address) == 100
+    assert settler.settle_pending() == 0 and ledger.batch(aside.batch_id).attempts == 1, "not retried"
+    problems = compare(ledger.settlements(), chain.settled_events(), chain.charged_events(), [])
+    assert any("over the vault's cap" in line for line in problems), "reconcile lists it"
+
+
+def test_a_batch_built_before_the_cap_was_lowered_is_rebuilt_to_fit(chain: DevChain, ledger: Ledger) -> None:
+    alice = depositor(chain, 100)
+    charge(ledger, alice.address, 5, 5, 5)
+    built = ledger.build_batch(1000)  # then the settler died, and the owner lowered the cap
+    assert built is not None and built.amount == 15
+    lower_cap(chain, 10)
+    assert Settler(ledger, chain, max_charges=1000).settle_pending() == 2
+    assert not chain.is_settled(built.batch_id) and chain.deposit_of(alice.address) == 85
+    assert max(e.total for e in chain.settled_events()) <= 10
+
+
+def test_a_cap_of_zero_pauses_settlement(chain: DevChain, ledger: Ledger) -> None:
+    alice = depositor(chain, 100)
+    lower_cap(chain, 0)
+    charge(ledger, alice.address, 1)
+    assert Settler(ledger, chain, max_charges=1000).settle_pending() == 0
+    assert ledger.committed_count() == 1 and ledger.settlements() == []
 
 
 # Fees

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.contract.contract import ContractFunction
-from web3.types import Nonce
+from web3.types import Nonce, TxParams, Wei
 
 from tritonfleet.payments.chain.client import BatchId, SignedTx
 from tritonfleet.payments.chain.devchain import DevChain
@@ -31,6 +31,24 @@ def top_up(chain: DevChain, account: LocalAccount, amount: int) -> None:
     chain.wait_confirmed(chain.deposit_for(account.address, Credit(amount)))
 
 
+def take_settler_nonce(chain: DevChain) -> str:
+    """Another sender with the settler's key (a second settler, say) sends a transaction: it
+    takes the key's next nonce."""
+    key = chain.settler
+    tx: TxParams = {
+        "from": key.address,
+        "to": key.address,
+        "value": Wei(0),
+        "gas": 21_000,
+        "maxFeePerGas": Wei(10 * chain.w3.eth.gas_price),
+        "maxPriorityFeePerGas": chain.w3.eth.max_priority_fee,
+        "nonce": Nonce(chain.next_nonce(key)),
+        "chainId": chain.chain_id,
+    }
+    signed = key.sign_transaction(tx)  # type: ignore[arg-type]
+    return chain.w3.eth.send_raw_transaction(signed.raw_transaction).to_0x_hex()
+
+
 def like(chain: DevChain, kind: type[DevChain], receipt_timeout_s: float = 10.0) -> DevChain:
     """A chain of `kind` on the same node and contracts as `chain`."""
     other = kind(
@@ -39,6 +57,7 @@ def like(chain: DevChain, kind: type[DevChain], receipt_timeout_s: float = 10.0)
         chain.operator,
         receipt_timeout_s=receipt_timeout_s,
         poll_interval_s=0.02,
+        settler=chain.settler,
     )
     other.use(chain.deployment)
     return other
@@ -79,9 +98,9 @@ class RevertsOnChain(DevChain):
         fn = self._vault_c.functions.settle(
             bytes(32), [Web3.to_checksum_address(a) for a in accounts], list(amounts)
         )
-        nonce = self.next_nonce() if nonce is None else nonce
+        nonce = self.next_nonce(self.settler) if nonce is None else nonce
         tx = fn.build_transaction(
-            {"from": self.operator.address, "gas": 500_000, "nonce": Nonce(nonce), "chainId": self.chain_id}
+            {"from": self.settler.address, "gas": 500_000, "nonce": Nonce(nonce), "chainId": self.chain_id}
         )
-        signed = self.operator.sign_transaction(tx)  # type: ignore[arg-type]
+        signed = self.settler.sign_transaction(tx)  # type: ignore[arg-type]
         return SignedTx(signed.hash.to_0x_hex(), nonce, bytes(signed.raw_transaction))

@@ -20,6 +20,7 @@ from tests.devnet import CHAIN_ID, deployed_chain, depositor, running_anvil
 from tests.fakes import FakeClock
 from tritonfleet.config import FleetConfig
 from tritonfleet.net import free_port
+from tritonfleet.payments.chain.anvil import Anvil
 from tritonfleet.payments.chain.client import Chain, ChainUnavailable
 from tritonfleet.payments.chain.devchain import DevChain
 from tritonfleet.payments.chain.keys import dev_account
@@ -165,11 +166,13 @@ async def test_a_replayed_signature_is_refused(client: httpx.AsyncClient) -> Non
     assert "no live challenge" in replay.json()["error"]
 
 
-async def test_an_expired_or_foreign_signature_is_refused(ledger: Ledger) -> None:
-    """A challenge signed after its TTL, or signed by another address, is 401."""
+async def test_an_expired_or_foreign_signature_is_refused(ledger: Ledger, anvil: Anvil) -> None:
+    """A challenge signed after its TTL, or signed by another address (no contract wallet, as the
+    chain tells), is 401."""
     user, stranger = Account.create(), Account.create()
     clock = FakeClock()
-    app = create_app(fleet_config(), ledger=ledger, chain=nowhere_chain(), clock=clock)
+    chain = Chain(anvil.rpc_url, CHAIN_ID, dev_account(0))
+    app = create_app(fleet_config(), ledger=ledger, chain=chain, clock=clock)
     async with served(app) as client:
         message = await challenge_for(client, user)
         foreign = {"address": user.address, "message": message, "signature": sign(stranger, message)}

@@ -16,6 +16,7 @@ GATEWAY = "http://gateway.test"
 HEALTH = "http://health.test"
 TOKEN_MANAGER = "http://tm.test"
 KEY = "tf_good-key"
+CLUSTER_TOKEN = "web-cluster-token"
 ACCOUNT = "0x00000000000000000000000000000000000000aa"
 
 SD_METADATA = {
@@ -59,7 +60,7 @@ NODE = {
 def config(tmp_path: Any) -> FleetConfig:
     return fleet_config(
         tmp_path,
-        cluster={"health_urls": [HEALTH]},
+        cluster={"health_urls": [HEALTH], "token": CLUSTER_TOKEN},
         web={"gateway_url": GATEWAY, "token_manager_url": TOKEN_MANAGER, "max_body_bytes": 10_000},
         payments={"enabled": True},
     )
@@ -79,6 +80,13 @@ def binary(outputs: list[tuple[str, str, np.ndarray]], headers: dict[str, str]) 
     )
 
 
+def health_checker(request: httpx.Request) -> httpx.Response:
+    """Lists NODE to holders of the cluster token, as the real one does."""
+    if request.headers.get("Authorization") != f"Bearer {CLUSTER_TOKEN}":
+        return httpx.Response(401, json={"error": "missing or wrong cluster token"})
+    return httpx.Response(200, json={"version": 1, "nodes": [NODE]})
+
+
 @dataclass
 class FakeCluster:
     """Answers like the real services; flags make them fail the ways the tests need."""
@@ -95,7 +103,7 @@ class FakeCluster:
                 raise httpx.ConnectError("connection refused", request=request)
             return self.gateway(request)
         if host == "health.test":
-            return httpx.Response(200, json={"version": 1, "nodes": [NODE]})
+            return health_checker(request)
         if host == "tm.test":
             return self.token_manager(request)
         if host == "manager.test" or request.url.path.startswith("/v2/health"):

@@ -47,9 +47,11 @@ def repository(root: Path, models: list[str]) -> str:
 
 
 def start_web(
-    env: dict[str, str], log: Path, gateway_url: str, token_manager_url: str
+    env: dict[str, str], log: Path, gateway_url: str, token_manager_url: str, port: int | None = None
 ) -> tuple[ServiceProcess, str]:
-    port = free_port()
+    """The web process; on `port` when given (the cluster's web.port, the origin that the token
+    manager signs in for), else on a free one."""
+    port = port or free_port()
     env = {
         **env,
         "TRITONFLEET_WEB_PORT": str(port),

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 from tritonfleet.protocol import NodeHealth, NodeState, NodeView
 from tritonfleet.web.board import FORGET_AFTER_S, Board, BoardStatus, Probe
 from tritonfleet.web.counters import Counters
@@ -90,3 +92,11 @@ def test_samples_become_rate_and_latency_points_and_a_restarted_node_starts_afre
     assert node["series"]["rps"] == [[-1.0, 0.0], [0.0, 20.0]]
     board.listing([view(port=9500)], 2.0)
     assert board.snapshot(2.0)["nodes"][0]["series"]["rps"] == []
+
+
+def test_the_cluster_view_shows_no_node_address() -> None:
+    """Visitors of the web see nodes by id: the addresses would let them bypass the gateway."""
+    board = Board()
+    board.listing([view()], 0.0)
+    shown = json.dumps(board.snapshot(0.0))
+    assert "127.0.0.1" not in shown and "http://" not in shown

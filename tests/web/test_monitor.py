@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.web.fakes import GATEWAY, HEALTH, NODE
+from tests.web.fakes import CLUSTER_TOKEN, GATEWAY, HEALTH, health_checker
 from tritonfleet.web.monitor import ClusterMonitor
 
 METRICS = "# TYPE nv_inference_request_success counter\nnv_inference_request_success 4\n"
@@ -26,7 +26,9 @@ class World:
         if host in self.slow:
             raise httpx.ReadTimeout("slow", request=request)
         if host == "health.test":
-            return httpx.Response(200, json={"version": 1, "nodes": [NODE]})
+            return health_checker(request)
+        # The cluster token is for the health checkers only.
+        assert "Authorization" not in request.headers
         if request.url.path == "/metrics":
             return httpx.Response(200, text=METRICS)
         return httpx.Response(200)
@@ -40,7 +42,7 @@ def world() -> World:
 @pytest.fixture
 async def watcher(world: World) -> AsyncIterator[ClusterMonitor]:
     async with httpx.AsyncClient(transport=httpx.MockTransport(world)) as client:
-        yield ClusterMonitor(client, [HEALTH], GATEWAY, interval_s=0.5)
+        yield ClusterMonitor(client, [HEALTH], GATEWAY, interval_s=0.5, token=CLUSTER_TOKEN)
 
 
 def status(watcher: ClusterMonitor) -> str:

@@ -47,7 +47,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         ),
         NodeSpec("node-2", {"model_repository": repository(tmp / "r2", ["simple"])}),
     ]
-    local = LocalCluster(fleet_config(tmp, **paid_sections(tmp)), tmp / "state", nodes)
+    # The web's port is the cluster's: the token manager signs in for that origin only.
+    config = fleet_config(tmp, web={"port": free_port()}, **paid_sections(tmp))
+    local = LocalCluster(config, tmp / "state", nodes)
     try:
         local.start()
         yield local
@@ -58,7 +60,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 @pytest.fixture(scope="module")
 def web(fleet: LocalCluster) -> Iterator[str]:
     process, url = start_web(
-        fleet.env, fleet.state_dir / "logs" / "web.log", fleet.gateway_url, fleet.token_manager_url
+        fleet.env,
+        fleet.state_dir / "logs" / "web.log",
+        fleet.gateway_url,
+        fleet.token_manager_url,
+        port=fleet.config.web.port,
     )
     try:
         yield url

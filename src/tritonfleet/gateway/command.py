@@ -15,6 +15,7 @@ from tritonfleet.gateway.grpc.server import GrpcServer
 from tritonfleet.gateway.http.routes import build_app
 from tritonfleet.gateway.service import open_core
 from tritonfleet.lifecycle import close_on_exit
+from tritonfleet.net import SERVER_IDLE_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
@@ -62,5 +63,6 @@ def serve(config: FleetConfig) -> int:
         print=None,
         # Stop accepting, let requests in flight finish for this long, then cancel them.
         shutdown_timeout=config.gateway.shutdown_grace_s,
+        keepalive_timeout=SERVER_IDLE_TIMEOUT_S,
     )
     return 0

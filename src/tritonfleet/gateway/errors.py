@@ -9,6 +9,7 @@ GatewayError (500)
 ├── PaymentRequired (402)     the caller's credit is below the price; carries the figures
 ├── AlreadyCharged (409)      a paid request reused a request id that was charged before
 ├── RequestIdInFlight (409)   a paid request reused the id of one still being served
+├── BodyTimeout (408)         body not received within the request's deadline
 ├── BodyTooLarge (413)        body over gateway.max_body_bytes
 ├── Unavailable (503)         no node could serve the request now; comes with Retry-After
 ├── DeadlineExceeded (504)    the request's deadline ran out
@@ -48,6 +49,10 @@ class AlreadyCharged(GatewayError):
 
 class RequestIdInFlight(GatewayError):
     status = 409
+
+
+class BodyTimeout(GatewayError):
+    status = 408
 
 
 class BodyTooLarge(GatewayError):

@@ -163,7 +163,7 @@ class Hold:
             written = self.paid.writer.submit(charge)
         except LedgerError as exc:
             self.release()
-            raise Unavailable(f"the charge could not be recorded, try again: {exc}") from exc
+            raise _unrecorded(exc) from exc
         try:
             async with asyncio.timeout(self.paid.config.charge_timeout_s):
                 return await asyncio.shield(written)
@@ -177,7 +177,7 @@ class Hold:
             ) from exc
         except LedgerError as exc:
             self.release()
-            raise Unavailable(f"the charge could not be recorded, try again: {exc}") from exc
+            raise _unrecorded(exc) from exc
         except BaseException:
             # Cancelled: the writer still answers for the charge, which settles the hold.
             self._settle_when_answered(written)
@@ -196,6 +196,13 @@ class Hold:
                 book.release(reservation)
 
         written.add_done_callback(settle)
+
+
+def _unrecorded(exc: LedgerError) -> Unavailable:
+    """The client learns that it may retry; the database's own words (which may name its host,
+    user or schema) go to the log only."""
+    log.warning("a charge could not be recorded", extra={"error": str(exc)})
+    return Unavailable("the charge could not be recorded, try again")
 
 
 class PaidPath:

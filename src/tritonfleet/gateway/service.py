@@ -29,6 +29,7 @@ from tritonfleet.lifecycle import close_on_exit
 from tritonfleet.protocol import NodeView
 from tritonfleet.proxy import aclose_session, new_session
 from tritonfleet.scheduler.client import EmbeddedScheduler, RemoteScheduler, SchedulerClient
+from tritonfleet.triton_admin import admin_key
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,13 @@ class GatewayCore:
     # The data path's HTTP client: requests to nodes, fan-outs, the remote scheduler's picks.
     session: aiohttp.ClientSession
     paid: PaidPath | None
+    # The admin credential of the client port's `/v1/nodes`; it also unlocks the nodes' Triton
+    # repository index for the cluster-wide one (tritonfleet.triton_admin).
+    cluster_token: str
+
+    @property
+    def admin_key(self) -> str:
+        return admin_key(self.cluster_token)
 
     def schedulable(self) -> list[NodeView]:
         return [node for node in self.watcher.nodes if node.schedulable]
@@ -71,6 +79,7 @@ def latest_version(watcher: NodeWatcher, model: str) -> str | None:
 
 async def open_core(config: FleetConfig, stack: AsyncExitStack) -> GatewayCore:
     gw = config.gateway
+    token = config.cluster.read_token()
     control = httpx.AsyncClient(timeout=httpx.Timeout(CONTROL_TIMEOUT_S, read=None))
     close_on_exit(stack, "control-plane client", control.aclose)
     session = new_session(gw.connect_timeout_s)
@@ -85,6 +94,7 @@ async def open_core(config: FleetConfig, stack: AsyncExitStack) -> GatewayCore:
             control,
             watch_timeout_s=health.watch_timeout_s,
             stale_after_s=health.ttl_s,
+            token=token,
         )
         scheduler, watcher = embedded, embedded.watcher
     else:
@@ -94,11 +104,12 @@ async def open_core(config: FleetConfig, stack: AsyncExitStack) -> GatewayCore:
             config.cluster.health_urls,
             control,
             watch_timeout_s=health.watch_timeout_s,
+            token=token,
             stale_after_s=health.ttl_s,
         )
         await watcher.start()
         close_on_exit(stack, "node watcher", watcher.aclose)
-        scheduler = RemoteScheduler(gw.scheduler_url, gw.node_route, session)
+        scheduler = RemoteScheduler(gw.scheduler_url, gw.node_route, session, token)
     await scheduler.start()
     close_on_exit(stack, "scheduler client", scheduler.aclose)
     registry = CollectorRegistry()
@@ -115,4 +126,4 @@ async def open_core(config: FleetConfig, stack: AsyncExitStack) -> GatewayCore:
         if config.payments.enabled
         else None
     )
-    return GatewayCore(gw, watcher, routing, metrics, registry, session, paid)
+    return GatewayCore(gw, watcher, routing, metrics, registry, session, paid, token)

@@ -35,7 +35,7 @@ def create_app(
     app.state.checker = checker
     app.include_router(nodes)
     app.include_router(ops)
-    app.add_middleware(BodyLimit, max_body_bytes=config.health.max_body_bytes)
+    app.add_middleware(BodyLimit, served=config.health)
     app.add_middleware(HttpMetricsMiddleware, metrics=checker.metrics.http)
     handlers.install(app)
     return app
@@ -44,7 +44,7 @@ def create_app(
 def serve(config: FleetConfig) -> int:
     app = create_app(config)
     log.info("health checker starting", extra={"host": config.health.host, "port": config.health.port})
-    serve_asgi(app, config.health.host, config.health.port)
+    serve_asgi(app, config.health)
     return 0
 
 

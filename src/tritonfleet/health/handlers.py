@@ -9,8 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from tritonfleet.health.auth import enforce_token
-from tritonfleet.health.errors import ClusterTokenRefused, HealthError
+from tritonfleet.health.auth import enforce_token, refused
+from tritonfleet.health.errors import ClusterTokenRefused, HealthError, NodeClaimRefused
 from tritonfleet.protocol import ErrorBody
 
 
@@ -24,19 +24,21 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
     return JSONResponse(ErrorBody(error=message).model_dump(), status_code=status, headers=headers)
 
 
-async def _on_health_error(_request: Request, exc: HealthError) -> JSONResponse:
+async def _on_health_error(request: Request, exc: HealthError) -> JSONResponse:
+    if isinstance(exc, NodeClaimRefused):
+        refused(request, exc.reason, exc.node_id)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, ClusterTokenRefused) else None
     return _error(exc.status, str(exc), headers)
 
 
 async def _on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-    # FastAPI rejects undecodable JSON before any dependency runs; an unauthenticated caller
-    # must still learn only "401", not how its body was wrong. Every non-GET route is a write.
-    if request.method != "GET":
-        try:
-            await enforce_token(request)
-        except ClusterTokenRefused as denied:
-            return await _on_health_error(request, denied)
+    # FastAPI rejects undecodable JSON or queries before any dependency runs; an unauthenticated
+    # caller must still learn only "401", not how its request was wrong. Every route that takes
+    # input is under /v1/nodes, so it needs the token.
+    try:
+        await enforce_token(request)
+    except ClusterTokenRefused as denied:
+        return await _on_health_error(request, denied)
     return _error(400, "invalid request: " + _describe(exc))
 
 

@@ -11,7 +11,7 @@ PREFIX = "tritonfleet_health"
 
 
 class HealthMetrics:
-    """HTTP metrics plus the registry's size and version, rejected writes and probe failures.
+    """HTTP metrics plus the registry's size and version, refused requests and probe failures.
 
     The gauges are read from the registry at scrape time rather than kept up to date on every
     change, so they can never drift from it.
@@ -24,9 +24,10 @@ class HealthMetrics:
         self.nodes = Gauge(f"{PREFIX}_nodes", "Registered nodes.", ["health"], registry=self.collectors)
         self.version = Gauge(f"{PREFIX}_registry_version", "Registry version.", registry=self.collectors)
         self.rejected = Counter(
-            f"{PREFIX}_rejected_writes",
-            "Writes refused with 401 for a missing or wrong cluster token.",
-            ["route"],
+            f"{PREFIX}_rejected_requests",
+            "Requests refused for a missing or wrong credential: the cluster token (401), "
+            "a node's secret (403) or a live node's id taken without it (409).",
+            ["route", "reason"],
             registry=self.collectors,
         )
         self.probe_failures = Counter(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from tritonfleet.protocol import Heartbeat, NodeHealth, NodeView
 
@@ -22,10 +25,22 @@ class ProbeTarget:
     triton_http_url: str
 
 
+def new_secret() -> str:
+    """A node's secret: 256 random bits, shown once to the node that registers."""
+    return secrets.token_urlsafe(32)
+
+
+def digest(secret: str) -> bytes:
+    # A plain hash suffices: the secret is 256 random bits, beyond any guessing a slow hash
+    # would slow down; it keeps the secret itself out of memory dumps and reprs.
+    return hashlib.sha256(secret.encode()).digest()
+
+
 @dataclass(frozen=True)
 class NodeRecord:
     heartbeat: Heartbeat
     last_heartbeat_s: float
+    secret_digest: bytes = field(repr=False)
     health: NodeHealth = NodeHealth.HEALTHY
     probe_failures: int = 0
     # Re-admission needs fresh evidence from both sides: a probe success *and* a heartbeat
@@ -35,6 +50,10 @@ class NodeRecord:
     @property
     def node_id(self) -> str:
         return self.heartbeat.node_id
+
+    def owned_by(self, secret: str | None) -> bool:
+        """Whether `secret` is this node's; in constant time, so timing reveals nothing of it."""
+        return secret is not None and hmac.compare_digest(digest(secret), self.secret_digest)
 
     def target(self) -> ProbeTarget:
         hb = self.heartbeat

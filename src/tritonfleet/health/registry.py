@@ -7,7 +7,16 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from tritonfleet.health.records import Clock, NodeRecord, ProbeTarget, same_except_load, settle
+from tritonfleet.health.errors import NodeIdTaken, NodeSecretRefused, UnknownNode
+from tritonfleet.health.records import (
+    Clock,
+    NodeRecord,
+    ProbeTarget,
+    digest,
+    new_secret,
+    same_except_load,
+    settle,
+)
 from tritonfleet.protocol import Heartbeat, NodeHealth, NodeList
 
 log = logging.getLogger(__name__)
@@ -19,6 +28,11 @@ def _ignore(_version: int) -> None:
 
 class Registry:
     """Nodes known from heartbeats, with the health that probes give them.
+
+    A node id belongs to the node that registered it, until it deregisters or falls silent for
+    a TTL: registration answers a fresh secret, of which only a hash is kept, and the node's
+    heartbeats and deregistration must present it. So one holder of the cluster token cannot
+    refresh, remove or take over another node's registration.
 
     `version` grows by one on every change a consumer cares about: a node added or removed,
     its health, or any heartbeat field (models, state, URLs, capacity). Load (`in_flight`,
@@ -58,18 +72,34 @@ class Registry:
     def __contains__(self, node_id: object) -> bool:
         return node_id in self._nodes
 
-    def heartbeat(self, heartbeat: Heartbeat) -> bool:
-        """Record a register or heartbeat call (they are the same upsert); True if the node is new."""
+    def register(self, heartbeat: Heartbeat, secret: str | None) -> str:
+        """Add a node and answer its new secret; or refresh a live node whose secret is presented,
+        answering that same secret. Raises NodeIdTaken for a live node's id without its secret."""
         now_s = self._clock()
         old = self._nodes.get(heartbeat.node_id)
-        if old is None:
-            self._nodes[heartbeat.node_id] = NodeRecord(heartbeat, now_s)
+        # A node past its TTL is as good as gone, even before the next tick removes it.
+        if old is None or now_s - old.last_heartbeat_s > self._ttl_s:
+            fresh = new_secret()
+            self._nodes[heartbeat.node_id] = NodeRecord(heartbeat, now_s, digest(fresh))
             log.info("node added", extra={"node_id": heartbeat.node_id})
             self._bump()
-            return True
-        fresh = replace(old, heartbeat=heartbeat, last_heartbeat_s=now_s, heard_since_unhealthy=True)
-        self._store(old, settle(fresh, self._threshold))
-        return False
+            return fresh
+        if secret is None or not old.owned_by(secret):
+            raise NodeIdTaken(
+                heartbeat.node_id,
+                f"node id {heartbeat.node_id!r} is held by a live node: present its secret, "
+                "or register once that node has deregistered or expired",
+            )
+        self._refresh(old, heartbeat, now_s)
+        return secret
+
+    def heartbeat(self, heartbeat: Heartbeat, secret: str | None) -> None:
+        """Refresh a registered node. Raises UnknownNode for an unregistered one (it must register
+        again, and so get a secret) and NodeSecretRefused without its secret."""
+        old = self._owned(heartbeat.node_id, secret)
+        if old is None:
+            raise UnknownNode(f"node {heartbeat.node_id!r} is not registered: register it (again)")
+        self._refresh(old, heartbeat, self._clock())
 
     def record_probe(self, node_id: str, ok: bool) -> None:
         old = self._nodes.get(node_id)
@@ -78,10 +108,12 @@ class Registry:
         failures = 0 if ok else old.probe_failures + 1
         self._store(old, settle(replace(old, probe_failures=failures), self._threshold))
 
-    def remove(self, node_id: str) -> bool:
-        """Deregister a node at once; False if it was not registered."""
-        if self._nodes.pop(node_id, None) is None:
+    def remove(self, node_id: str, secret: str | None) -> bool:
+        """Deregister a node at once; False if it was not registered. Raises NodeSecretRefused
+        without its secret."""
+        if self._owned(node_id, secret) is None:
             return False
+        del self._nodes[node_id]
         log.info("node deregistered", extra={"node_id": node_id})
         self._bump()
         return True
@@ -113,6 +145,17 @@ class Registry:
         for record in self._nodes.values():
             counts[record.health] += 1
         return counts
+
+    def _owned(self, node_id: str, secret: str | None) -> NodeRecord | None:
+        """The node's record (None if unregistered), once `secret` has proven to be its own."""
+        record = self._nodes.get(node_id)
+        if record is not None and not record.owned_by(secret):
+            raise NodeSecretRefused(node_id, f"missing or wrong node secret for node {node_id!r}")
+        return record
+
+    def _refresh(self, old: NodeRecord, heartbeat: Heartbeat, now_s: float) -> None:
+        fresh = replace(old, heartbeat=heartbeat, last_heartbeat_s=now_s, heard_since_unhealthy=True)
+        self._store(old, settle(fresh, self._threshold))
 
     def _store(self, old: NodeRecord, new: NodeRecord) -> None:
         self._nodes[new.node_id] = new

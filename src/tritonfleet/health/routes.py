@@ -1,8 +1,10 @@
 """HTTP endpoints of the health checker.
 
-Writes (register, heartbeat, deregister) need the cluster token. Reads need nothing: they
-expose node addresses and loads to anyone who can reach the checker, which is acceptable while
-it listens on a private network only.
+Every `/v1/nodes` route needs the cluster token (401 without): the writes, and the reads too,
+since node lists expose the nodes' addresses. A node's own heartbeats and deregistration also
+need the secret its registration answered (`X-Node-Secret`, 403 without), so that one holder
+of the token cannot refresh, remove or take over another node. `/healthz` and `/metrics` are
+open.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel
 
-from tritonfleet.health.auth import checker_of, require_token
+from tritonfleet.health.auth import NodeSecret, checker_of, require_token
 from tritonfleet.health.errors import InvalidNodeRequest
 from tritonfleet.health.service import Checker
 from tritonfleet.protocol import ErrorBody, Heartbeat, NodeList, RegisterResponse
@@ -21,10 +23,12 @@ CheckerDep = Annotated[Checker, Depends(checker_of)]
 Model = Annotated[str | None, Query(min_length=1, description="Only nodes serving this model.")]
 Version = Annotated[str | None, Query(min_length=1, description="With `model`: only this version.")]
 
-WRITE_ERRORS: dict[int | str, dict[str, Any]] = {400: {"model": ErrorBody}, 401: {"model": ErrorBody}}
-READ_ERRORS: dict[int | str, dict[str, Any]] = {400: {"model": ErrorBody}}
 
-nodes = APIRouter(prefix="/v1/nodes", tags=["nodes"])
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorBody} for status in (400, 401, *statuses)}
+
+
+nodes = APIRouter(prefix="/v1/nodes", tags=["nodes"], dependencies=[Depends(require_token)])
 ops = APIRouter(tags=["operations"])
 
 
@@ -32,52 +36,45 @@ class HealthCheckerHealthz(BaseModel):
     status: str
 
 
-@nodes.post(
-    "/register",
-    response_model=RegisterResponse,
-    responses=WRITE_ERRORS,
-    dependencies=[Depends(require_token)],
-)
-async def register(body: Heartbeat, checker: CheckerDep) -> RegisterResponse:
-    """Add a node, or refresh it if known: the same upsert as a heartbeat."""
-    checker.registry.heartbeat(body)
-    return checker.acknowledge(body.node_id)
+@nodes.post("/register", response_model=RegisterResponse, responses=_errors(409))
+async def register(body: Heartbeat, checker: CheckerDep, secret: NodeSecret = None) -> RegisterResponse:
+    """Add a node and answer its secret; a live node's id only with that node's secret (409
+    otherwise), which refreshes it and answers the same secret."""
+    node_secret = checker.registry.register(body, secret)
+    return checker.acknowledge(body.node_id, node_secret)
 
 
 @nodes.post(
     "/{node_id}/heartbeat",
     response_model=RegisterResponse,
-    responses=WRITE_ERRORS,
-    dependencies=[Depends(require_token)],
+    response_model_exclude_none=True,
+    responses=_errors(403, 404),
 )
-async def heartbeat(node_id: str, body: Heartbeat, checker: CheckerDep) -> RegisterResponse:
-    """Refresh a node; an unknown one is added, so the registry rebuilds itself after a restart."""
+async def heartbeat(
+    node_id: str, body: Heartbeat, checker: CheckerDep, secret: NodeSecret = None
+) -> RegisterResponse:
+    """Refresh a node. An unknown one is 404, not added: it must register (again) for a secret."""
     if body.node_id != node_id:
         raise InvalidNodeRequest(f"path node id {node_id!r} differs from body node_id {body.node_id!r}")
-    checker.registry.heartbeat(body)
+    checker.registry.heartbeat(body, secret)
     return checker.acknowledge(node_id)
 
 
-@nodes.delete(
-    "/{node_id}",
-    status_code=204,
-    response_class=Response,
-    responses=WRITE_ERRORS,
-    dependencies=[Depends(require_token)],
-)
-async def deregister(node_id: str, checker: CheckerDep) -> Response:
-    """Remove a node at once; idempotent, so a manager may call it again after our restart."""
-    checker.registry.remove(node_id)
+@nodes.delete("/{node_id}", status_code=204, response_class=Response, responses=_errors(403))
+async def deregister(node_id: str, checker: CheckerDep, secret: NodeSecret = None) -> Response:
+    """Remove a node at once, with its secret; an unknown id is 204 too, so a manager may call
+    it again after our restart."""
+    checker.registry.remove(node_id, secret)
     return Response(status_code=204)
 
 
-@nodes.get("", response_model=NodeList, responses=READ_ERRORS)
+@nodes.get("", response_model=NodeList, responses=_errors())
 async def list_nodes(checker: CheckerDep, model: Model = None, version: Version = None) -> NodeList:
     _check_filter(model, version)
     return checker.registry.listing(model, version)
 
 
-@nodes.get("/watch", response_model=NodeList, responses=READ_ERRORS)
+@nodes.get("/watch", response_model=NodeList, responses=_errors())
 async def watch(
     checker: CheckerDep,
     since: Annotated[int | None, Query(description="The version the caller has.")] = None,

@@ -45,9 +45,12 @@ class Checker:
         # Constant time, so response timing does not reveal how much of a guess was right.
         return hmac.compare_digest(presented.encode(), self.token.encode())
 
-    def acknowledge(self, node_id: str) -> RegisterResponse:
+    def acknowledge(self, node_id: str, node_secret: str | None = None) -> RegisterResponse:
         return RegisterResponse(
-            node_id=node_id, heartbeat_interval_s=self.config.heartbeat_interval_s, ttl_s=self.config.ttl_s
+            node_id=node_id,
+            heartbeat_interval_s=self.config.heartbeat_interval_s,
+            ttl_s=self.config.ttl_s,
+            node_secret=node_secret,
         )
 
     async def watch(

@@ -35,10 +35,12 @@ def table(nodes: list[NodeView]) -> str:
 
 
 def serve(config: FleetConfig) -> int:
+    """Raises ConfigError without a cluster token: the checkers list nodes to its holders only."""
+    headers = {"Authorization": f"Bearer {config.cluster.read_token()}"}
     errors = []
     for url in config.cluster.health_urls:
         try:
-            answer = httpx.get(f"{url}/v1/nodes", timeout=3.0)
+            answer = httpx.get(f"{url}/v1/nodes", headers=headers, timeout=3.0)
             answer.raise_for_status()
         except httpx.HTTPError as exc:
             errors.append(f"{url}: {exc}")

@@ -54,6 +54,9 @@ class NodeWatcher:
     (default: the nodes' default TTL, after which the checker itself, were it up, would have
     removed any node that stopped heartbeating) has its list dropped, so that no dead
     information lingers; its nodes stay only if another checker lists them.
+
+    Every request carries `token`, the cluster token, without which checkers answer 401
+    (logged as an error: no listing will come until the configuration is fixed).
     """
 
     def __init__(
@@ -64,11 +67,13 @@ class NodeWatcher:
         watch_timeout_s: float = 30.0,
         retry_s: float = 0.5,
         *,
+        token: str,
         stale_after_s: float = 3.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.health_urls = [url.rstrip("/") for url in health_urls]
         self.client = client
+        self._headers = {"Authorization": f"Bearer {token}"}
         self._listeners = [on_change] if on_change is not None else []
         self.watch_timeout_s = watch_timeout_s
         self.retry_s = retry_s
@@ -119,8 +124,11 @@ class NodeWatcher:
                 since = None
                 if failing_since is None:
                     failing_since = self.clock()
-                    log.warning(
-                        "health checker unreachable; retrying every %ss",
+                    refused = isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 401
+                    log.log(
+                        logging.ERROR if refused else logging.WARNING,
+                        "health checker %s; retrying every %ss",
+                        "refused the cluster token" if refused else "unreachable",
                         self.retry_s,
                         extra={"health_url": url, "error": repr(exc)},
                     )
@@ -136,12 +144,16 @@ class NodeWatcher:
 
     async def _fetch(self, url: str, since: int | None) -> NodeList:
         if since is None:
-            response = await self.client.get(f"{url}/v1/nodes", timeout=REQUEST_TIMEOUT_S)
+            response = await self.client.get(
+                f"{url}/v1/nodes", headers=self._headers, timeout=REQUEST_TIMEOUT_S
+            )
         else:
             # The checker holds the request up to watch_timeout_s; allow it that, and a margin.
             timeout = httpx.Timeout(REQUEST_TIMEOUT_S, read=self.watch_timeout_s + REQUEST_TIMEOUT_S)
             params = {"since": since, "timeout_s": self.watch_timeout_s}
-            response = await self.client.get(f"{url}/v1/nodes/watch", params=params, timeout=timeout)
+            response = await self.client.get(
+                f"{url}/v1/nodes/watch", params=params, headers=self._headers, timeout=timeout
+            )
         response.raise_for_status()
         return NodeList.model_validate_json(response.content)
 

@@ -1,9 +1,12 @@
-"""Forwarding mode: the manager relays `/v2/...` to its Triton, counting what is in flight."""
+"""Forwarding mode: the manager relays Triton's inference and metadata routes, counting what is
+in flight; nothing else of Triton's (repository control, shared memory, trace, logging) is
+reachable through it."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,6 +18,13 @@ from tritonfleet.node.metrics import NodeMetrics
 from tritonfleet.proxy import UpstreamError, UpstreamTimeout, end_to_end, exchange
 
 log = logging.getLogger(__name__)
+
+# Server metadata, health, and per model: metadata, readiness, configuration, statistics and
+# inference (`infer`, and the generate extension).
+FORWARDED = re.compile(
+    r"/v2(/health/(live|ready)|/models/stats"
+    r"|/models/[^/]+(/versions/[^/]+)?(/(ready|config|stats|infer|generate|generate_stream))?)?"
+)
 
 
 class InFlight:
@@ -75,6 +85,9 @@ class TritonRelay:
         self.timeout_s = timeout_s
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        # Both the decoded and the raw path: an escaped "/" must not smuggle another route in.
+        if not (FORWARDED.fullmatch(request.path) and FORWARDED.fullmatch(request.rel_url.raw_path)):
+            return error(403, f"{request.path} is not forwarded: nodes serve only inference and metadata")
         started = time.monotonic()
         request_id = request.headers.get("X-Request-ID", "")
         with self.in_flight.track():
@@ -91,7 +104,12 @@ class TritonRelay:
         base = self.target()
         if base is None:
             return error(503, "Triton on this node is not ready")
-        body = await request.read()
+        try:
+            # A client trickling its body holds the manager no longer than Triton may take.
+            async with asyncio.timeout(self.timeout_s):
+                body = await request.read()
+        except TimeoutError:
+            return error(408, f"request body not received within {self.timeout_s:g} s")
         try:
             reply = await exchange(
                 self.session,

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tritonfleet.node.errors import TritonQueryError
 from tritonfleet.protocol import ModelRef
+from tritonfleet.triton_admin import ADMIN_HEADER
 
 PENDING_METRIC = "nv_inference_pending_request_count"
 
@@ -40,9 +41,11 @@ def pending_requests(metrics_text: str) -> int:
 class TritonObserver:
     """Reads a Triton's state over HTTP; failures come out as TritonQueryError."""
 
-    def __init__(self, client: httpx.AsyncClient, timeout_s: float = 2.0) -> None:
+    def __init__(self, client: httpx.AsyncClient, admin_key: str = "", timeout_s: float = 2.0) -> None:
         self.client = client
         self.timeout_s = timeout_s
+        # The repository index is one of Triton's restricted APIs (tritonfleet.triton_admin).
+        self._admin_headers = {ADMIN_HEADER: admin_key} if admin_key else {}
 
     async def ready(self, http_url: str) -> bool:
         try:
@@ -53,7 +56,9 @@ class TritonObserver:
 
     async def models(self, http_url: str) -> list[ModelRef]:
         try:
-            answer = await self.client.post(f"{http_url}/v2/repository/index", timeout=self.timeout_s)
+            answer = await self.client.post(
+                f"{http_url}/v2/repository/index", headers=self._admin_headers, timeout=self.timeout_s
+            )
             answer.raise_for_status()
             return ready_models(answer.json())
         except (httpx.HTTPError, ValueError, KeyError) as exc:

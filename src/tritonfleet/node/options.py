@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tritonfleet.node.endpoints import TritonPorts, local_host
+from tritonfleet.triton_admin import restricted_args
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,8 @@ class TritonOptions:
     # Triton's own `--exit-timeout-secs`: for open connections, then again for in-flight requests.
     exit_timeout_s: float = 30.0
     log_path: Path | None = None
+    # Puts Triton's admin APIs behind this key (tritonfleet.triton_admin); "" leaves them open.
+    admin_key: str = field(default="", repr=False)
 
     @property
     def connect_host(self) -> str:
@@ -55,4 +58,6 @@ class TritonOptions:
             args.append(f"--repository-poll-secs={self.repository_poll_s}")
         elif self.model_control_mode == "explicit":
             args.append("--load-model=*")
+        if self.admin_key:
+            args += restricted_args(self.admin_key)
         return args

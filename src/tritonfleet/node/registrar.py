@@ -17,17 +17,32 @@ from tritonfleet.protocol import Heartbeat, RegisterResponse
 log = logging.getLogger(__name__)
 
 UNAUTHORIZED = 401
+FORBIDDEN = 403
 NOT_FOUND = 404
+CONFLICT = 409
+
+# What a refusal means to this node, logged once when failures start or change.
+FAILURES = {
+    FORBIDDEN: "health checker refused this node's secret: another registration holds its id",
+    NOT_FOUND: "health checker does not know this node (it restarted, or the node expired)",
+    CONFLICT: "node id still held by a live registration (an earlier run of this node?); "
+    "retrying every heartbeat interval until that one expires (within its TTL)",
+}
 
 
 class HealthLink:
     """Keeps one health checker informed of this node.
 
     `run` registers, retrying with back-off until the health checker accepts (a 401 means a
-    wrong cluster token: logged as an error and retried at the slowest pace), then sends the
-    current heartbeat every `heartbeat_interval_s` of its answer, and at once when `poke`d.
-    `farewell` sends a last heartbeat (draining) and the DELETE. Nothing here raises: every
-    failure is logged with context and counted.
+    wrong cluster token: logged as an error and retried at the slowest pace; a 409 means an
+    earlier registration of this node id is still live, as after a crash and restart: retried
+    every heartbeat interval, so the node is back once that record expires), then sends the
+    current heartbeat every `heartbeat_interval_s` of its answer, and at once when `poke`d. A
+    heartbeat answered 404 (the checker forgot the node) or 403 (another node holds the id)
+    registers again. `farewell` sends a last heartbeat (draining) and the DELETE.
+
+    Registration answers this checker's secret for the node, which every later call presents;
+    it is never logged. Nothing here raises: every failure is logged with context and counted.
     """
 
     def __init__(
@@ -50,8 +65,10 @@ class HealthLink:
         self.timeout_s = timeout_s
         self.registered_id: str | None = None
         self._headers = {"Authorization": f"Bearer {token}"}
+        self._secret: str | None = None
         self._poked = asyncio.Event()
         self._failing = False
+        self._failed_status: int | None = None
         self._last_status: int | None = None
 
     def poke(self) -> None:
@@ -61,8 +78,8 @@ class HealthLink:
     async def run(self) -> None:
         await self.register()
         while True:
-            if not await self.beat() and self._last_status == NOT_FOUND:
-                await self.register()  # a health checker that forgot us and does not upsert
+            if not await self.beat() and self._last_status in (FORBIDDEN, NOT_FOUND):
+                await self.register()  # for a new secret, once the id is free
             await self._pause(self.interval_s)
 
     async def register(self) -> None:
@@ -72,8 +89,16 @@ class HealthLink:
             answer = await self._call("POST", "/v1/nodes/register", self.snapshot())
             if answer is not None and self._accept(answer):
                 return
-            slow = answer is None and self._last_status == UNAUTHORIZED
-            await asyncio.sleep(self.backoff.max_s if slow else self.backoff.delay_s(attempt))
+            await asyncio.sleep(self._retry_s(attempt))
+
+    def _retry_s(self, attempt: int) -> float:
+        if self._last_status == UNAUTHORIZED:
+            return self.backoff.max_s  # a wrong token stays wrong until an operator acts
+        if self._last_status == CONFLICT:
+            # Not backed off: the old record expires within its TTL, and the node should be
+            # back within about one heartbeat interval of that.
+            return self.interval_s
+        return self.backoff.delay_s(attempt)
 
     async def beat(self) -> bool:
         return await self._call("POST", f"/v1/nodes/{self.node_id}/heartbeat", self.snapshot()) is not None
@@ -95,14 +120,20 @@ class HealthLink:
             return False
         self.registered_id = registered.node_id
         self.interval_s = registered.heartbeat_interval_s
-        log.info("registered", extra={"health_url": self.base_url, **registered.model_dump()})
+        self._secret = registered.node_secret
+        shown = registered.model_dump(exclude={"node_secret"})
+        log.info("registered", extra={"health_url": self.base_url, **shown})
         return True
 
     async def _call(self, method: str, path: str, body: Heartbeat | None = None) -> httpx.Response | None:
         """The answer when 2xx; otherwise None, the failure logged and counted."""
         self._last_status = None
         content = body.model_dump_json().encode() if body is not None else None
-        headers = {**self._headers, **({"Content-Type": "application/json"} if content else {})}
+        headers = dict(self._headers)
+        if self._secret is not None:
+            headers[RegisterResponse.SECRET_HEADER] = self._secret
+        if content:
+            headers["Content-Type"] = "application/json"
         try:
             answer = await self.client.request(
                 method, self.base_url + path, content=content, headers=headers, timeout=self.timeout_s
@@ -117,13 +148,14 @@ class HealthLink:
         return None
 
     def _failed(self, what: str, status: int | None) -> None:
-        self._last_status = status
+        changed = not self._failing or status != self._failed_status
+        self._last_status = self._failed_status = status
         self.metrics.heartbeat_failures.labels(self.base_url).inc()
-        extra = {"health_url": self.base_url, "error": what}
+        extra = {"health_url": self.base_url, "node_id": self.node_id, "error": what}
         if status == UNAUTHORIZED:
             log.error("health checker refused the cluster token", extra=extra)
-        elif not self._failing:
-            log.warning("health checker call failed", extra=extra)
+        elif changed:
+            log.warning(FAILURES.get(status or 0, "health checker call failed"), extra=extra)
         self._failing = True
 
     def _recovered(self) -> None:

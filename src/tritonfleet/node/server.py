@@ -6,13 +6,19 @@ import socket
 
 from aiohttp import web
 
+from tritonfleet.net import SERVER_IDLE_TIMEOUT_S
+
 
 class HttpServer:
     """Serves an aiohttp app on a socket bound at once, so that the port is known before serving."""
 
     def __init__(self, app: web.Application, host: str, port: int, shutdown_timeout_s: float) -> None:
         self.runner = web.AppRunner(
-            app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout_s
+            app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=shutdown_timeout_s,
+            keepalive_timeout=SERVER_IDLE_TIMEOUT_S,
         )
         self.sock = socket.create_server((host, port))
         self.port: int = self.sock.getsockname()[1]

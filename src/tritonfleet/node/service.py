@@ -38,6 +38,7 @@ from tritonfleet.node.supervisor import TritonSupervisor, TritonWatcher
 from tritonfleet.node.triton import TritonProcess
 from tritonfleet.protocol import Heartbeat
 from tritonfleet.proxy import aclose_session, new_session
+from tritonfleet.triton_admin import admin_key
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +65,14 @@ class NodeManager:
         self.stopping = asyncio.Event()
         self._client = httpx.AsyncClient()
         self._session: aiohttp.ClientSession | None = None
-        self._observer = TritonObserver(self._client)
+        self._token = config.cluster.read_token()
+        self._admin_key = admin_key(self._token)
+        self._observer = TritonObserver(self._client, self._admin_key)
         self.status = NodeStatus(self._observer, self.local_urls, self.metrics, self._poke)
         self._tasks: list[asyncio.Task[None]] = []
         self._link_tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        token = self.config.cluster.read_token()
         dist = None if self.node.triton_url else locate(self.node.triton_binary)
         self._session = new_session(CONNECT_TIMEOUT_S)
         relay = TritonRelay(
@@ -88,7 +90,7 @@ class NodeManager:
         interval_s = self.config.health.heartbeat_interval_s
         for url in self.config.cluster.health_urls:
             link = HealthLink(
-                url, token, self.heartbeat, self._client, REGISTER_BACKOFF, self.metrics, interval_s
+                url, self._token, self.heartbeat, self._client, REGISTER_BACKOFF, self.metrics, interval_s
             )
             self.links.append(link)
             self._spawn(self._link_tasks, link.run())
@@ -159,6 +161,7 @@ class NodeManager:
             start_timeout_s=node.triton_start_timeout_s,
             exit_timeout_s=min(node.drain_timeout_s, TRITON_EXIT_MAX_S),
             log_path=node.log_dir / f"tritonserver-{self.node_id}.log" if node.log_dir else None,
+            admin_key=self._admin_key,
         )
         return TritonProcess(options, dist, self._observer.ready)
 

@@ -20,9 +20,10 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
+from tritonfleet.config import ENV_PREFIX
 from tritonfleet.node import guard
 from tritonfleet.node.dist import TritonDist
 from tritonfleet.node.endpoints import TritonUrls
@@ -155,11 +156,14 @@ class TritonProcess:
         guarded = [sys.executable, "-I", "-S", guard.__file__, str(os.getpid()), shm_prefix, *argv]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
-            out.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
+            command = " ".join(argv)
+            if self.options.admin_key:
+                command = command.replace(self.options.admin_key, "<admin key>")
+            out.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} {command}\n".encode())
             out.flush()
             self._proc = subprocess.Popen(
                 guarded,
-                env=self.dist.env(os.environ),
+                env=self.dist.env(triton_environment(os.environ)),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -187,6 +191,12 @@ class TritonProcess:
 
     def _context(self) -> dict[str, object]:
         return {"pid": self.pid, "triton_http_url": self.urls.http, "log": str(self.log_path)}
+
+
+def triton_environment(base: Mapping[str, str]) -> dict[str, str]:
+    """The manager's environment less the fleet's settings, which carry the cluster token and
+    other secrets that `tritonserver` and the models it runs have no use for."""
+    return {name: value for name, value in base.items() if not name.startswith(ENV_PREFIX)}
 
 
 def _hang_up_with_parent() -> None:

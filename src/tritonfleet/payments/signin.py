@@ -3,6 +3,10 @@
 A user proves they own an address by signing a one-time challenge with it. The challenge is an
 EIP-4361 ("Sign-In with Ethereum") message, which wallets sign as an EIP-191 personal message,
 so both kinds of client are served by one verification. No private key ever reaches us.
+
+The message names the origin the user signs in at (the web frontend's, as their browser shows
+it), so that a wallet can warn when a page of another site asks for it; a message for another
+origin is refused, and so is a request that a browser says comes from a page of another origin.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from eth_account import Account
-from eth_account.messages import encode_defunct
+from eth_account.messages import defunct_hash_message, encode_defunct
 from eth_keys.exceptions import BadSignature
 from eth_utils import is_address, to_checksum_address
 from eth_utils.exceptions import ValidationError
+from hexbytes import HexBytes
 
 from tritonfleet.payments.errors import PaymentsError
 
@@ -29,6 +35,10 @@ API_KEY_PREFIX = "tf_"
 KEY_ID_CHARS = 16
 # The nonce line of our own messages: it finds a challenge without looking at any other.
 NONCE_LINE = re.compile(r"^Nonce: (\w+)$", re.MULTILINE)
+# The lines that say where and on which chain a message signs in.
+DOMAIN_LINE = re.compile(r"\A(\S+) wants you to sign in with your Ethereum account:\n")
+URI_LINE = re.compile(r"^URI: (.*)$", re.MULTILINE)
+CHAIN_LINE = re.compile(r"^Chain ID: (.*)$", re.MULTILINE)
 
 
 class SignInError(PaymentsError):
@@ -36,7 +46,12 @@ class SignInError(PaymentsError):
 
     SignInError (401)
     ├── BadAddress (400)          not an Ethereum address
-    ├── ChallengeFailed (401)     no live challenge for the address, or a wrong signature
+    ├── ChallengeFailed (401)     no live challenge for the address, one for another chain, or a
+    │   │                         malformed signature
+    │   └── NoKeySigned (401)     no signature of the address's key: a contract wallet's may still
+    │                             be (EIP-1271), which only the chain can tell
+    ├── ForeignOrigin (403)       a message for another origin than this service's, or a request
+    │                             from a page of another origin (its Origin header)
     └── ChallengesFull (503)      as many sign-ins under way as the store holds; comes with
                                   Retry-After
     """
@@ -50,6 +65,20 @@ class BadAddress(SignInError):
 
 class ChallengeFailed(SignInError):
     status = 401
+
+
+class NoKeySigned(ChallengeFailed):
+    """What a contract wallet's check needs: the address, and the signature over `digest`."""
+
+    def __init__(self, message: str, address: str, digest: bytes, signature: bytes) -> None:
+        super().__init__(message)
+        self.address = address
+        self.digest = digest
+        self.signature = signature
+
+
+class ForeignOrigin(SignInError):
+    status = 403
 
 
 class ChallengesFull(SignInError):
@@ -101,15 +130,16 @@ class ChallengeStore:
 
     def __init__(
         self,
-        domain: str,
-        uri: str,
+        origin: str,
         chain_id: int,
         ttl_s: float,
         max_live: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.domain = domain
-        self.uri = uri
+        # EIP-4361: the domain is the origin's authority (host[:port]), the URI the origin.
+        self.origin = origin
+        self.domain = urlsplit(origin).netloc
+        self.uri = origin
         self.chain_id = chain_id
         self.ttl_s = ttl_s
         self.max_live = max_live
@@ -142,10 +172,23 @@ class ChallengeStore:
         heapq.heappush(self._expiry, (challenge.expires_at, nonce))
         return challenge
 
+    def check_origin(self, origin: str | None) -> None:
+        """Browsers name the origin of the page that sends a POST: a sign-in that a page of
+        another site sends (relaying our challenge to its visitor's wallet) is refused.
+        Clients that are no browser send none."""
+        if origin is not None and origin != self.origin:
+            raise ForeignOrigin(
+                f"a sign-in from a page at {origin[:100]!r}; this service signs in at {self.origin} only"
+            )
+
     def verify(self, address: str, message: str, signature: str) -> str:
         """The checksummed address, once the signature over a live challenge proves it; the
-        challenge is used up either way, so a signature cannot be replayed."""
+        challenge is used up either way, so a signature cannot be replayed.
+
+        Raises NoKeySigned when the signature is not the address's key's: a contract wallet
+        (EIP-1271) signs otherwise, and only the chain can tell."""
         address = checksum(address)
+        self._check_for_us(message)
         nonce = NONCE_LINE.search(message)
         challenge = None if nonce is None else self._open.get(nonce[1])
         if (
@@ -157,13 +200,34 @@ class ChallengeStore:
             raise ChallengeFailed("no live challenge for this address and message; ask for a new one")
         self._use(challenge.nonce)
         try:
-            signer = Account.recover_message(encode_defunct(text=message), signature=signature)
+            signed = bytes(HexBytes(signature))
+        except (ValueError, TypeError) as exc:
+            raise ChallengeFailed(f"malformed signature: not hex ({exc})") from exc
+        digest = bytes(defunct_hash_message(text=message))
+        try:
+            signer = Account.recover_message(encode_defunct(text=message), signature=signed)
         # Each is what some malformed signature raises: a short one, an odd length, junk.
         except (ValueError, TypeError, IndexError, ValidationError, BadSignature) as exc:
-            raise ChallengeFailed(f"malformed signature: {exc}") from exc
+            raise NoKeySigned(f"malformed signature: {exc}", address, digest, signed) from exc
         if signer != address:
-            raise ChallengeFailed("the signature was not made by this address")
+            raise NoKeySigned("the signature was not made by this address", address, digest, signed)
         return address
+
+    def _check_for_us(self, message: str) -> None:
+        """Refuse a message that names another origin or chain than ours, saying which. (One that
+        names none matches no challenge either, and is refused as such.)"""
+        domain, uri, chain_id = (line.search(message) for line in (DOMAIN_LINE, URI_LINE, CHAIN_LINE))
+        for named, ours in ((domain, self.domain), (uri, self.uri)):
+            if named is not None and named[1] != ours:
+                raise ForeignOrigin(
+                    f"this message signs in at {named[1][:100]!r}, not at {ours}: made for another "
+                    "site; ask this service for a challenge"
+                )
+        if chain_id is not None and chain_id[1] != str(self.chain_id):
+            raise ChallengeFailed(
+                f"this message is for chain {chain_id[1][:20]!r}; this service signs in on chain "
+                f"{self.chain_id}"
+            )
 
     def _message(self, address: str, nonce: str, now: float) -> str:
         issued, expires = _iso(now), _iso(now + self.ttl_s)

@@ -67,6 +67,7 @@ class EmbeddedScheduler(SchedulerClient):
         route: NodeRoute,
         client: httpx.AsyncClient,
         *,
+        token: str,
         rng: random.Random | None = None,
         watch_timeout_s: float = 30.0,
         retry_s: float = 0.5,
@@ -80,6 +81,7 @@ class EmbeddedScheduler(SchedulerClient):
             on_change=self.scheduler.update,
             watch_timeout_s=watch_timeout_s,
             retry_s=retry_s,
+            token=token,
             stale_after_s=stale_after_s,
         )
 
@@ -108,11 +110,18 @@ class RemoteScheduler(SchedulerClient):
     """
 
     def __init__(
-        self, scheduler_url: str, route: NodeRoute, session: aiohttp.ClientSession, *, timeout_s: float = 2.0
+        self,
+        scheduler_url: str,
+        route: NodeRoute,
+        session: aiohttp.ClientSession,
+        token: str,
+        *,
+        timeout_s: float = 2.0,
     ) -> None:
         self.scheduler_url = scheduler_url.rstrip("/")
         self.route = route
         self.session = session
+        self.headers = {"Authorization": f"Bearer {token}"}
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     async def pick(self, model: str, version: str | None = None, exclude: Collection[str] = ()) -> Pick:
@@ -123,7 +132,7 @@ class RemoteScheduler(SchedulerClient):
             params["exclude"] = ",".join(exclude)
         try:
             async with self.session.get(
-                f"{self.scheduler_url}/v1/schedule", params=params, timeout=self.timeout
+                f"{self.scheduler_url}/v1/schedule", params=params, headers=self.headers, timeout=self.timeout
             ) as response:
                 status, body = response.status, await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -35,11 +35,11 @@ def create_app(config: FleetConfig, *, watcher_client: httpx.AsyncClient | None 
     app.state.service = service
     add_routes(app, service)
     add_error_handlers(app, service.metrics)
-    app.add_middleware(BodyLimit, max_body_bytes=config.scheduler.max_body_bytes)
+    app.add_middleware(BodyLimit, served=config.scheduler)
     app.add_middleware(HttpMetricsMiddleware, metrics=service.metrics.http)
     return app
 
 
 def serve(config: FleetConfig) -> int:
-    serve_asgi(create_app(config), config.scheduler.host, config.scheduler.port)
+    serve_asgi(create_app(config), config.scheduler)
     return 0

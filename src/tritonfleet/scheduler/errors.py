@@ -7,6 +7,7 @@ class SchedulerError(Exception):
     """Root of the scheduler's errors.
 
     SchedulerError (500)
+    ├── ClusterTokenRequired (401)     a call without the cluster token
     ├── UnknownModel (404)             no node in the view reports this model (and version)
     └── NoNodeAvailable (503)          the model is known, but no node can take a request now
         └── SchedulerUnavailable (503) the scheduler service itself cannot be reached
@@ -17,6 +18,10 @@ class SchedulerError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class ClusterTokenRequired(SchedulerError):
+    status = 401
 
 
 class UnknownModel(SchedulerError):

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 
+from tritonfleet.cluster_auth import presents_token
 from tritonfleet.config import NodeRoute
 from tritonfleet.metrics import render
 from tritonfleet.protocol import ErrorBody, NodeList, ScheduleResponse
-from tritonfleet.scheduler.errors import SchedulerError
+from tritonfleet.scheduler.errors import ClusterTokenRequired, SchedulerError
 from tritonfleet.scheduler.metrics import SchedulerMetrics
 from tritonfleet.scheduler.service import ScheduleService
 
 RETRY_AFTER_S = 1
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 404, 503)}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 404, 503)
+}
 
 
 class SchedulerHealthz(BaseModel):
@@ -27,7 +30,18 @@ class SchedulerHealthz(BaseModel):
 
 
 def add_routes(app: FastAPI, service: ScheduleService) -> None:
-    @app.get("/v1/schedule", response_model=ScheduleResponse, responses=ERROR_RESPONSES)
+    token = service.config.cluster.read_token()
+
+    async def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
+        """Both `/v1` routes answer node addresses, which only the cluster may learn."""
+        if not presents_token(authorization, token):
+            raise ClusterTokenRequired("missing or wrong cluster token: send 'Authorization: Bearer <token>'")
+
+    cluster_only = [Depends(require_token)]
+
+    @app.get(
+        "/v1/schedule", response_model=ScheduleResponse, responses=ERROR_RESPONSES, dependencies=cluster_only
+    )
     async def schedule(
         model: Annotated[str, Query(min_length=1)],
         version: str | None = None,
@@ -38,7 +52,7 @@ def add_routes(app: FastAPI, service: ScheduleService) -> None:
         excluded = [node_id for node_id in exclude.split(",") if node_id]
         return service.schedule(model, version or None, excluded, route)
 
-    @app.get("/v1/nodes", response_model=NodeList)
+    @app.get("/v1/nodes", response_model=NodeList, responses=ERROR_RESPONSES, dependencies=cluster_only)
     async def nodes() -> NodeList:
         """The scheduler's view: every health checker's list, merged."""
         return NodeList(version=service.version, nodes=service.scheduler.nodes)

@@ -56,5 +56,6 @@ class ScheduleService:
             client,
             on_change=self.update,
             watch_timeout_s=health.watch_timeout_s,
+            token=self.config.cluster.read_token(),
             stale_after_s=health.ttl_s,
         )

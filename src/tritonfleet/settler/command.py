@@ -17,7 +17,7 @@ import threading
 from types import FrameType
 
 from tritonfleet.config import FleetConfig, Settlement
-from tritonfleet.payments.chain.client import ChainError, connect
+from tritonfleet.payments.chain.client import ChainError, connect, connect_settler
 from tritonfleet.payments.ledger.database import default_ledger_url
 from tritonfleet.payments.ledger.states import BatchState
 from tritonfleet.payments.ledger.store import Ledger
@@ -49,7 +49,8 @@ def serve(config: FleetConfig) -> int:
         with Ledger.open(default_ledger_url(config)) as ledger:
             settler = Settler(
                 ledger,
-                connect(config),
+                # The settler's own key: it may settle, and nothing else.
+                connect_settler(config),
                 max_charges=1 if per_request else settings.max_charges,
                 max_attempts=settings.max_attempts,
                 max_fee_per_gas=round(settings.max_fee_gwei * WEI_PER_GWEI),

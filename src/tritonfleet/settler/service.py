@@ -12,6 +12,11 @@ A debt (what a short deposit could not pay) waits for a deposit to take it from.
 the chain refuses (its settle would revert, or reverted) is tried again in later rounds,
 `max_attempts` sends in all; then it fails for good, its charges set aside with it (unsettled,
 listed by `reconcile`), so that it no longer holds up the batches after it.
+
+No batch asks for more than the vault's cap per batch (`max_batch_total`, read each round): a
+batch built over it goes back to committed before it is sent, and fewer of the same oldest
+charges are batched instead; a charge over the cap by itself can never settle, and is set aside
+at once. A cap of 0 is the owner's pause: nothing is sent while it lasts.
 """
 
 from __future__ import annotations
@@ -78,6 +83,8 @@ class Settler:
         self.on_settled = on_settled
         self.max_attempts = max_attempts
         self.max_fee_per_gas = max_fee_per_gas
+        # Whether the last round found the cap at 0: the pause is logged once, not every round.
+        self._paused = False
 
     def settle_pending(self) -> int:
         """Finish the batches a crash or an earlier round left, then batch and settle what is
@@ -87,26 +94,58 @@ class Settler:
         database's errors), a batch refused (`BatchRefused`). The batches and charges stay as
         recorded, for the next round; `Rounds` logs, counts and backs off.
         """
+        # Each round: the owner may lower it at any time.
+        cap = self.chain.max_batch_total()
+        if cap == 0:
+            if not self._paused:
+                log.warning("settlement paused: the vault's cap per batch is 0")
+            self._paused = True
+            return 0
+        if self._paused:
+            log.warning("settlement resumed: the vault's cap per batch is %d", cap)
+        self._paused = False
         confirmed = 0
         for unfinished in self.ledger.unfinished_batches():
-            confirmed += self._finish(unfinished)
-        while (batch := self._next_batch()) is not None:
+            if unfinished.state is BatchState.BUILDING and self._over_cap(unfinished, cap):
+                # Built before the cap was lowered, never sent: its charges go to batches that fit.
+                self._unbuild(unfinished)
+            else:
+                confirmed += self._finish(unfinished)
+        while (built := self._next_batch(cap)) is not None:
+            batch, bounded = built
             confirmed += self._finish(batch)
-            if batch.charge_count < self.max_charges and len(batch.totals) < MAX_BATCH_ACCOUNTS:
-                # Short of both bounds, it took all of the backlog; charges committed since
+            if not bounded:
+                # Short of every bound, it took all of the backlog; charges committed since
                 # wait for the next round, or under load every round would chase them in
                 # small batches.
                 break
         return confirmed
 
-    def _next_batch(self) -> Batch | None:
-        """The next batch of what is committed, but for the debts of accounts whose deposit is
-        empty: settling those would take nothing, pay gas, and leave the same debt again."""
+    def _next_batch(self, cap: Credit) -> tuple[Batch, bool] | None:
+        """The next batch of what is committed, at most `cap` in all, and whether a bound (the
+        charges, the accounts or the cap) cut it short, so that more may wait.
+
+        The debts of accounts whose deposit is empty stay out: settling those would take
+        nothing, pay gas, and leave the same debt again. A batch over the cap goes back and
+        fewer of its oldest charges are batched, in proportion to the cap: one or two tries
+        for charges of like prices, a few more around one large charge.
+        """
         broke: set[str] = set()
         if debtors := self.ledger.debtors():
             deposits = self.chain.balances(sorted(debtors)).deposits
             broke = {account for account in debtors if deposits[account] == 0}
-        return self.ledger.build_batch(self.max_charges, MAX_BATCH_ACCOUNTS, hold_debts_of=broke)
+        max_charges, cut = self.max_charges, False
+        while (batch := self.ledger.build_batch(max_charges, MAX_BATCH_ACCOUNTS, broke)) is not None:
+            if not self._over_cap(batch, cap):
+                full = batch.charge_count >= self.max_charges or len(batch.totals) >= MAX_BATCH_ACCOUNTS
+                return batch, cut or full
+            if batch.charge_count == 1:
+                self._set_aside(batch, f"its one charge of {batch.amount} is over the vault's cap of {cap}")
+            else:
+                self._unbuild(batch)
+                max_charges = max(1, min(batch.charge_count - 1, batch.charge_count * cap // batch.amount))
+            cut = True
+        return None
 
     def _finish(self, batch: Batch) -> int:
         """Settle one batch, whatever state a crash left it in; 1 when it is confirmed.
@@ -205,6 +244,29 @@ class Settler:
         if self.on_settled is not None:
             self.on_settled(self.ledger.batch(batch.batch_id))
         return 1
+
+    def _over_cap(self, batch: Batch, cap: Credit) -> bool:
+        """Whether a batch not sent yet asks for more than `cap`. Not one the chain has settled,
+        whatever it asks: unsent, it cannot be; but if it were, `_finish` confirms it, where
+        batching its charges again would charge them twice."""
+        return batch.amount > cap and not self.chain.is_settled(batch.batch_id)
+
+    def _unbuild(self, batch: Batch) -> None:
+        """Give the charges of a batch never sent back to committed, for smaller batches."""
+        self.ledger.unbuild_batch(batch.batch_id)
+        log.info(
+            "batch over the vault's cap: batching fewer charges",
+            extra={"batch_id": batch.batch_id, "amount": batch.amount, "charges": batch.charge_count},
+        )
+
+    def _set_aside(self, batch: Batch, error: str) -> None:
+        """Fail a batch that no settle can take for good, at once: retrying cannot help."""
+        self.ledger.record_refusal(batch.batch_id, error)
+        self.ledger.mark_failed_for_good(batch.batch_id)
+        log.error(
+            "charge set aside: no batch can settle it",
+            extra={"batch_id": batch.batch_id, "accounts": [a for a, _ in batch.totals], "error": error},
+        )
 
     def _refused(self, batch: Batch, error: str, nonce_spent: bool) -> NoReturn:
         """Count the refusal on the batch, and raise BatchRefused.

@@ -32,7 +32,10 @@ class ChallengeResponse(BaseModel):
 class VerifyRequest(BaseModel):
     address: str
     message: str = Field(description="The challenge's message, unchanged.")
-    signature: str = Field(description="65-byte signature, hex.")
+    signature: str = Field(
+        description="Hex: the address's key's 65-byte signature, or one its contract wallet's "
+        "isValidSignature accepts (EIP-1271)."
+    )
     label: str = Field("", max_length=100, description="A name for the key, to tell keys apart.")
 
 

@@ -70,7 +70,7 @@ def create_app(
     app.state.token_manager = manager
     for router in (auth, account, public, ops):
         app.include_router(router)
-    app.add_middleware(BodyLimit, max_body_bytes=config.token_manager.max_body_bytes)
+    app.add_middleware(BodyLimit, served=config.token_manager)
     app.add_middleware(HttpMetricsMiddleware, metrics=manager.metrics.http)
     _install_error_handlers(app)
     return app
@@ -85,19 +85,23 @@ def serve(config: FleetConfig) -> int:
     settings = config.token_manager
     log.info(
         "token manager starting",
-        extra={"host": settings.host, "port": settings.port, "rpc_url": redacted(config.chain.rpc_url)},
+        extra={
+            "host": settings.host,
+            "port": settings.port,
+            "origin": settings.origin(config.web),
+            "rpc_url": redacted(config.chain.rpc_url),
+        },
     )
-    serve_asgi(app, settings.host, settings.port)
+    serve_asgi(app, settings)
     return 0
 
 
 def _challenges(config: FleetConfig, clock: Callable[[], float]) -> ChallengeStore:
     settings = config.token_manager
-    # EIP-4361's domain and URI name the service that asks for the signature: this one.
-    authority = f"{settings.host}:{settings.port}"
+    # EIP-4361's domain and URI name the site that asks for the signature: the origin users see
+    # (the web frontend's), never this service's bind address, which no wallet could check.
     return ChallengeStore(
-        authority,
-        f"http://{authority}",
+        settings.origin(config.web),
         config.chain.chain_id,
         settings.challenge_ttl_s,
         settings.challenge_max,

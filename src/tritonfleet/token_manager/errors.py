@@ -7,6 +7,8 @@ from contextlib import contextmanager
 
 from tritonfleet.payments.chain.client import ChainError, ChainUnavailable, NotDeployed, ReceiptTimeout
 
+BALANCES_UNKNOWN = "on-chain balances are unknown for now (inference is still served)"
+
 
 class TokenManagerError(Exception):
     """Root of the token manager's own errors (the payments library's, sign-in's included, are
@@ -19,7 +21,8 @@ class TokenManagerError(Exception):
     ├── KeyNotFound (404)       no key of the caller's has this key id
     ├── TooManySignIns (429)    a client IP over its sign-in rate; comes with Retry-After
     └── ChainFailed (502)       the chain refused or failed a call
-        ├── ChainDown (503)     the chain is unreachable, or its contracts are unknown
+        ├── ChainDown (503)     the chain is unreachable (balances, or whether a contract wallet
+        │                       signed, are unknown), or its contracts are unknown
         └── ChainTimeout (504)  a faucet transaction was not confirmed in time
     """
 
@@ -63,16 +66,14 @@ class ChainTimeout(ChainFailed):
 
 
 @contextmanager
-def chain_errors(endpoint: str) -> Iterator[None]:
+def chain_errors(endpoint: str, unknown: str = BALANCES_UNKNOWN) -> Iterator[None]:
     """Translate the chain wrapper's errors into answers a user can act on; `endpoint` is the
-    RPC URL redacted (`Chain.endpoint`), since these answers reach users."""
+    RPC URL redacted (`Chain.endpoint`), since these answers reach users, and `unknown` says
+    what cannot be known while the chain is down."""
     try:
         yield
     except ChainUnavailable as exc:
-        raise ChainDown(
-            f"the chain at {endpoint} is unreachable, so on-chain balances are unknown for now "
-            f"(inference is still served): {exc}"
-        ) from exc
+        raise ChainDown(f"the chain at {endpoint} is unreachable, so {unknown}: {exc}") from exc
     except NotDeployed as exc:
         raise ChainDown(f"the payment contracts are not known on {endpoint}: {exc}") from exc
     except ReceiptTimeout as exc:

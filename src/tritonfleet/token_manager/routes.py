@@ -69,12 +69,16 @@ Authenticated = Annotated[KeyHolder, Depends(caller_of)]
 
 
 async def sign_in_admitted(request: Request, manager: Manager) -> None:
-    # The peer of the connection as this service sees it: behind a proxy, the proxy's IP.
-    manager.admit_sign_in(request.client.host if request.client else "")
+    # The peer of the connection as this service sees it: behind a proxy, the proxy's IP. The
+    # Origin header is the browser's (the web frontend passes its own on).
+    manager.admit_sign_in(request.client.host if request.client else "", request.headers.get("origin"))
 
 
 auth = APIRouter(
-    prefix="/v1/auth", tags=["sign-in"], dependencies=[Depends(sign_in_admitted)], responses=_errors(429)
+    prefix="/v1/auth",
+    tags=["sign-in"],
+    dependencies=[Depends(sign_in_admitted)],
+    responses=_errors(403, 429),
 )
 account = APIRouter(prefix="/v1", tags=["account"], responses=_errors(401))
 public = APIRouter(prefix="/v1", tags=["public"])
@@ -88,10 +92,11 @@ async def challenge(body: ChallengeRequest, manager: Manager) -> ChallengeRespon
     return ChallengeResponse(address=issued.address, message=issued.message, expires_at=at(issued.expires_at))
 
 
-@auth.post("/verify", response_model=IssuedKey, responses=_errors(400, 401))
+@auth.post("/verify", response_model=IssuedKey, responses=_errors(400, 401, 502, 503))
 async def verify(body: VerifyRequest, manager: Manager) -> IssuedKey:
-    """Check the signed challenge and issue an API key bound to the address."""
-    account_address = manager.verify(body.address, body.message, body.signature)
+    """Check the signed challenge and issue an API key bound to the address: signed by its key,
+    or, for a contract wallet, accepted by its `isValidSignature` (EIP-1271)."""
+    account_address = await manager.verify(body.address, body.message, body.signature)
     api_key, key = await run_in_threadpool(manager.issue_key, account_address, body.label)
     return IssuedKey(account=account_address, api_key=api_key, key_id=key_id_of(key.key_hash))
 

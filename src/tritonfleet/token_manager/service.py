@@ -3,6 +3,7 @@
 Methods that touch the ledger or the chain block; the endpoints run them in a thread. Sign-in's
 challenge methods do not, and run on the event loop, so that checking a challenge and using it
 up happen with no other request in between: a signature cannot be replayed by a racing copy.
+Only then is a contract wallet asked, in a thread, whether the signature is its own.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tritonfleet.payments.signin import (
     Challenge,
     ChallengesFull,
     ChallengeStore,
+    NoKeySigned,
     SignInError,
     checksum,
     hash_api_key,
@@ -84,12 +86,18 @@ class TokenManager:
 
     # Sign-in (on the event loop)
 
-    def admit_sign_in(self, client: str) -> None:
-        """Count one sign-in request of the client IP's against its rate."""
+    def admit_sign_in(self, client: str, origin: str | None) -> None:
+        """Count one sign-in request of the client IP's against its rate, then refuse it if a
+        browser sent it from a page of another origin than ours."""
         try:
             self.sign_in_limit.take(client)
         except TooManySignIns:
             self.metrics.sign_ins.labels("rate_limited").inc()
+            raise
+        try:
+            self.challenges.check_origin(origin)
+        except SignInError:
+            self.metrics.sign_ins.labels("refused").inc()
             raise
 
     def challenge(self, address: str) -> Challenge:
@@ -99,12 +107,25 @@ class TokenManager:
             self.metrics.sign_ins.labels("challenges_full").inc()
             raise
 
-    def verify(self, address: str, message: str, signature: str) -> str:
+    async def verify(self, address: str, message: str, signature: str) -> str:
+        """The address, once the signature proves it: its key's (ECDSA recovery), or failing
+        that the contract wallet's at the address (EIP-1271)."""
         try:
-            return self.challenges.verify(address, message, signature)
+            try:
+                return self.challenges.verify(address, message, signature)
+            except NoKeySigned as refused:
+                if await run_in_threadpool(self._contract_signed, refused):
+                    return refused.address
+                raise
         except SignInError:
             self.metrics.sign_ins.labels("refused").inc()
             raise
+
+    def _contract_signed(self, refused: NoKeySigned) -> bool:
+        with chain_errors(
+            self.chain.endpoint, "whether a contract wallet signed is unknown; try again later"
+        ):
+            return self.chain.contract_signed(refused.address, refused.digest, refused.signature)
 
     # Keys (blocking)
 

@@ -38,10 +38,18 @@ def ensure_token(state_dir: Path) -> Path:
     """The development cluster token, generated once and readable by its owner only."""
     path = state_dir / "cluster_token"
     if not path.exists():
-        state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_urlsafe(32))
+        secret_file(path, secrets.token_urlsafe(32))
+    return path
+
+
+def secret_file(path: Path, secret: str) -> Path:
+    """A file readable by its owner only, holding `secret`: how a secret reaches the services
+    started here, which see neither a flag nor an environment variable holding it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secret)
     return path
 
 
@@ -59,8 +67,16 @@ class LocalCluster:
         self.env["TRITONFLEET_GATEWAY_SCHEDULER_URL"] = self.scheduler_url
         self.env["TRITONFLEET_WEB_GATEWAY_URL"] = self.gateway_url
         self.env["TRITONFLEET_WEB_TOKEN_MANAGER_URL"] = self.token_manager_url
-        if config.cluster.token is None and config.cluster.token_file is None:
-            self.env["TRITONFLEET_CLUSTER_TOKEN_FILE"] = str(ensure_token(state_dir).resolve())
+        ledger_url = config.payments.ledger_url
+        if ledger_url is not None:
+            path = secret_file(state_dir / "ledger_url", ledger_url.get_secret_value())
+            self.env["TRITONFLEET_PAYMENTS_LEDGER_URL_FILE"] = str(path.resolve())
+        cluster = config.cluster
+        if cluster.token is None and cluster.token_file is None:
+            cluster = cluster.model_copy(update={"token_file": ensure_token(state_dir).resolve()})
+            self.env["TRITONFLEET_CLUSTER_TOKEN_FILE"] = str(cluster.token_file)
+        # The node lists of the health checker, the scheduler and the gateway are the cluster's.
+        self.cluster_auth = {"Authorization": f"Bearer {cluster.read_token()}"}
         self.health = self._service("health-checker")
         self.scheduler = self._service("scheduler")
         self.gateway = self._service("gateway")
@@ -115,8 +131,11 @@ class LocalCluster:
         self.health.start()
         wait_http_ok(f"{self.health_url}/healthz", timeout_s, self.health)
         if self.chain is not None:
+            log_from = _log_size(self.chain)
             self.chain.start()
-            self._wait(self._chain_deployed, timeout_s, "the chain did not come up", self.chain)
+            self._wait(
+                lambda: self._chain_deployed(log_from), timeout_s, "the chain did not come up", self.chain
+            )
         for proc in (self.scheduler, *self.nodes.values(), self.gateway):
             proc.start()
         for extra in (self.token_manager, self.settler, self.web):
@@ -191,22 +210,21 @@ class LocalCluster:
         argv = [sys.executable, "-m", "tritonfleet", "node"]
         return ServiceProcess(spec.node_id, argv, env, self.state_dir / "logs" / f"{spec.node_id}.log")
 
-    def _chain_deployed(self) -> bool:
-        """The dev chain answers JSON-RPC and its deployment file is written."""
+    def _chain_deployed(self, log_from: int) -> bool:
+        """The chain command announced its contracts in its log past `log_from`: only then is
+        the deployment file the one the services must read, and not one it is about to replace
+        (it redeploys a vault of an older version)."""
+        assert self.chain is not None
         try:
-            answer = httpx.post(
-                self.config.chain.rpc_url,
-                json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId"},
-                timeout=1.0,
-            )
-        except httpx.HTTPError:
+            with self.chain.log_path.open("rb") as log_file:
+                log_file.seek(log_from)
+                return f"chain {self.config.chain.chain_id} at ".encode() in log_file.read()
+        except OSError:
             return False
-        return answer.status_code == 200 and self.config.chain.deployment_file.exists()
 
-    @staticmethod
-    def _schedulable(url: str) -> set[str]:
+    def _schedulable(self, url: str) -> set[str]:
         try:
-            answer = httpx.get(url, timeout=2.0).json()
+            answer = httpx.get(url, headers=self.cluster_auth, timeout=2.0).json()
             nodes = [NodeView.model_validate(node) for node in answer["nodes"]]
         except (httpx.HTTPError, ValueError, KeyError):
             return set()
@@ -221,3 +239,10 @@ class LocalCluster:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{what} within the time allowed; log of {proc.name}:\n{proc.tail()}")
             time.sleep(0.1)
+
+
+def _log_size(proc: ServiceProcess) -> int:
+    try:
+        return proc.log_path.stat().st_size
+    except OSError:
+        return 0

@@ -29,6 +29,9 @@ def banner(cluster: LocalCluster, api_key: str | None = None) -> str:
     inputs = [{"name": name, "shape": [1, 16], "datatype": "INT32", "data": data} for name, data in tensors]
     body = json.dumps({"inputs": inputs}, separators=(",", ":"))
     auth_header, auth_arg, paid = "", "", ""
+    # The table lists node addresses, for holders of the cluster token only.
+    generated_token = cluster.env.get("TRITONFLEET_CLUSTER_TOKEN_FILE")
+    token_flag = f" --token-file {generated_token}" if generated_token else ""
     if api_key is not None:
         env_file = cluster.state_dir / DEV_ENV_FILE
         auth_header = ' -H "Authorization: Bearer $TRITONFLEET_API_KEY"'
@@ -63,7 +66,7 @@ inputs[0].set_data_from_numpy(a); inputs[1].set_data_from_numpy(b)
 print(client.infer("simple", inputs{auth_arg}).as_numpy("OUTPUT0"))
 PY
 
-  .venv/bin/tritonfleet status      (the table of nodes)
+  .venv/bin/tritonfleet status{token_flag}      (the table of nodes)
 Ctrl-C stops everything.
 """
 

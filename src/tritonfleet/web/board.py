@@ -142,6 +142,7 @@ def _restarted(old: NodeView, new: NodeView) -> bool:
 
 
 def _node_json(record: BoardRow, now_s: float) -> dict[str, Any]:
+    """What a visitor of the cluster view may see: never a node's address (README, Security)."""
     view = record.view
     return {
         "node_id": view.node_id,
@@ -150,7 +151,6 @@ def _node_json(record: BoardRow, now_s: float) -> dict[str, Any]:
         "health": view.health.value,
         "listed": record.listed,
         "reachable": record.reachable,
-        "address": view.triton_http_url,
         "models": [f"{m.name}:{m.version}" for m in view.models],
         "in_flight": view.in_flight + view.pending,
         "rps": record.rps.last(),

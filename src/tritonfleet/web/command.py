@@ -48,7 +48,7 @@ def create_app(config: FleetConfig, transport: httpx.AsyncBaseTransport | None =
                     await task
 
     app = FastAPI(title="TritonFleet web", lifespan=lifespan)
-    app.add_middleware(BodyLimit, max_body_bytes=config.web.max_body_bytes)
+    app.add_middleware(BodyLimit, served=config.web)
     app.add_exception_handler(WebError, _web_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     for module in (generate, playground, cluster, wallet, pages):
@@ -67,7 +67,13 @@ def build_state(config: FleetConfig, client: httpx.AsyncClient) -> WebState:
     gateway = Upstream("gateway", web.gateway_url, client, web.request_timeout_s)
     token_manager = Upstream("token manager", web.token_manager_url, client, CONTROL_TIMEOUT_S)
     metadata = Upstream("gateway", web.gateway_url, client, CONTROL_TIMEOUT_S)
-    monitor = ClusterMonitor(client, config.cluster.health_urls, web.gateway_url, web.refresh_interval_s)
+    monitor = ClusterMonitor(
+        client,
+        config.cluster.health_urls,
+        web.gateway_url,
+        web.refresh_interval_s,
+        token=config.cluster.read_token(),
+    )
     return WebState(
         config=config,
         gateway=gateway,
@@ -97,5 +103,5 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
 
 
 def serve(config: FleetConfig) -> int:
-    serve_asgi(create_app(config), config.web.host, config.web.port)
+    serve_asgi(create_app(config), config.web)
     return 0

@@ -26,6 +26,9 @@ SAMPLE_PERIOD_S = 1.0
 
 
 class ClusterMonitor:
+    """Lists the nodes with the cluster token (the health checkers' lists need it), and probes
+    them without: nodes and the gateway are not sent the token."""
+
     def __init__(
         self,
         client: httpx.AsyncClient,
@@ -33,9 +36,12 @@ class ClusterMonitor:
         gateway_url: str,
         interval_s: float,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        token: str,
     ) -> None:
         self.client = client
         self.health_urls = [url.rstrip("/") for url in health_urls]
+        self._health_headers = {"Authorization": f"Bearer {token}"}
         self.gateway_url = gateway_url.rstrip("/")
         self.interval_s = interval_s
         # Probes must not outlast the period by much, or a hung node slows every update.
@@ -94,7 +100,9 @@ class ClusterMonitor:
     async def _listing(self) -> list[NodeView] | None:
         for url in self.health_urls:
             try:
-                answer = await self.client.get(f"{url}/v1/nodes", timeout=self.timeout_s)
+                answer = await self.client.get(
+                    f"{url}/v1/nodes", headers=self._health_headers, timeout=self.timeout_s
+                )
                 answer.raise_for_status()
                 return NodeList.model_validate_json(answer.content).nodes
             except (httpx.HTTPError, ValueError):

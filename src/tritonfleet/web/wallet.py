@@ -17,12 +17,16 @@ class Wallet:
     def __init__(self, token_manager: Upstream) -> None:
         self.token_manager = token_manager
 
-    async def challenge(self, address: str) -> Any:
-        return await self.token_manager.json("POST", "/v1/auth/challenge", json={"address": address})
+    # Sign-in passes the browser's Origin header on: the token manager refuses a sign-in that a
+    # page of another site sends, and only the browser can say where the page came from.
 
-    async def verify(self, address: str, message: str, signature: str) -> Any:
+    async def challenge(self, address: str, origin: str | None) -> Any:
+        body = {"address": address}
+        return await self.token_manager.json("POST", "/v1/auth/challenge", json=body, headers=_origin(origin))
+
+    async def verify(self, address: str, message: str, signature: str, origin: str | None) -> Any:
         body = {"address": address, "message": message, "signature": signature, "label": KEY_LABEL}
-        return await self.token_manager.json("POST", "/v1/auth/verify", json=body)
+        return await self.token_manager.json("POST", "/v1/auth/verify", json=body, headers=_origin(origin))
 
     async def summary(self, authorization: str | None) -> dict[str, Any]:
         """Balance, recent usage and settlements of the key's account, fetched side by side."""
@@ -52,6 +56,10 @@ class Wallet:
 
     async def prices(self) -> Any:
         return await self.token_manager.json("GET", "/v1/prices")
+
+
+def _origin(origin: str | None) -> dict[str, str]:
+    return {} if origin is None else {"Origin": origin}
 
 
 def _auth(authorization: str | None) -> dict[str, str]:

@@ -1,16 +1,19 @@
 """The gateway's HTTP routes over fake Tritons: what a client of the cluster sees, answers and
 errors, in Triton's own shape."""
 
+import asyncio
 import json
 import uuid
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from tests.gateway.fakes import FakeScheduler, echo, invalid, refusing_node, slow, unavailable
+from tests.gateway.fakes import CLUSTER_TOKEN, FakeScheduler, echo, invalid, refusing_node, slow, unavailable
 from tests.gateway.http.conftest import StartGateway, StartTriton
 from tests.scheduler.fakes import node
 from tritonfleet.gateway.http.routes import NODE_HEADER
 from tritonfleet.protocol import NodeHealth
+from tritonfleet.triton_admin import ADMIN_HEADER, admin_key
 
 INFER = "/v2/models/simple/infer"
 
@@ -234,3 +237,48 @@ async def test_the_error_bodies_are_compact_json_as_triton_writes_them(gateway: 
     response = await client.post("/v2/models/x/infer", data=b"{}")
     text = await response.text()
     assert text == json.dumps({"error": "Request for unknown model: 'x' is not found"}, separators=(",", ":"))
+
+
+async def test_the_node_list_is_for_holders_of_the_cluster_token_only(gateway: StartGateway) -> None:
+    """It holds the nodes' addresses: a client of the gateway's port must not read them."""
+    client, _ = await gateway([node("a", "simple")])
+    for headers in ({}, {"Authorization": "Bearer some-api-key"}, {"Authorization": CLUSTER_TOKEN}):
+        refused = await client.get("/v1/nodes", headers=headers)
+        assert refused.status == 401, headers
+        assert refused.headers["WWW-Authenticate"] == "Bearer"
+        assert "a-triton" not in await refused.text()
+    allowed = await client.get("/v1/nodes", headers={"Authorization": f"Bearer {CLUSTER_TOKEN}"})
+    assert [n["node_id"] for n in (await allowed.json())["nodes"]] == ["a"]
+
+
+async def test_the_repository_index_asks_each_node_with_the_admin_key(
+    tritons: StartTriton, gateway: StartGateway
+) -> None:
+    async def index(request: web.Request, body: bytes) -> web.Response:
+        return web.json_response([{"name": "simple", "version": "1", "state": "READY"}])
+
+    triton = await tritons(index)
+    client, _ = await gateway([triton.node("a")])
+    assert await (await client.post("/v2/repository/index")).json() == [
+        {"name": "simple", "version": "1", "state": "READY"}
+    ]
+    assert triton.received[-1].headers[ADMIN_HEADER] == admin_key(CLUSTER_TOKEN)
+
+
+async def test_a_body_trickled_in_past_the_request_deadline_is_refused_with_408(
+    tritons: StartTriton, gateway: StartGateway
+) -> None:
+    triton = await tritons(echo)
+    client, _ = await gateway([triton.node("a")], request_timeout_s=0.5)
+
+    async def trickle() -> AsyncIterator[bytes]:
+        for _ in range(50):
+            yield b" "
+            await asyncio.sleep(0.1)
+
+    response = await client.post(INFER, data=trickle())
+    assert (response.status, await response.json()) == (
+        408,
+        {"error": "request body not received within 0.5 s"},
+    )
+    assert triton.received == []

@@ -112,7 +112,7 @@ def test_a_stuck_settlement_is_replaced_by_one_with_higher_fees(chain: DevChain)
     """Resent with the same nonce and `replaces`, the settlement outbids the first; one of them mines."""
     payer = depositor(chain, 50)
     with manual_mining(chain):
-        nonce = chain.next_nonce()
+        nonce = chain.next_nonce(chain.settler)
         first = chain.settle(batch_id(9), [payer.address], [Credit(10)], nonce=nonce)
         # Unchanged fees make the very same transaction, which the pool already has.
         assert chain.settle(batch_id(9), [payer.address], [Credit(10)], nonce=nonce) == first
@@ -128,7 +128,7 @@ def test_a_stuck_settlement_is_replaced_by_one_with_higher_fees(chain: DevChain)
 def test_resending_a_settled_batch_says_so(chain: DevChain) -> None:
     """After a crash the settler may resend; a batch already on chain raises BatchAlreadySettled."""
     payer = depositor(chain, 50)
-    nonce = chain.next_nonce()
+    nonce = chain.next_nonce(chain.settler)
     first = chain.settle(batch_id(4), [payer.address], [Credit(10)], nonce=nonce)
     chain.wait_confirmed(first)
     with pytest.raises(BatchAlreadySettled):

@@ -61,6 +61,14 @@ def test_chain_command_deploys_once_and_keeps_state(tmp_path: Path) -> None:
     try:
         deployment = Deployment.load(command.deployment_file)
         chain = Chain(f"http://127.0.0.1:{command.port}", 31337, dev_account(0), deployment=deployment)
+        # The settle role on another anvil account than the owner's, the cap from the config.
+        roles = chain.vault_roles()
+        assert (roles.owner, roles.settler) == (dev_account(0).address, dev_account(1).address)
+        defaults = load_config(env={}).chain
+        assert (roles.max_batch_total, roles.admin_delay_s) == (
+            defaults.max_batch_total,
+            defaults.admin_delay_s,
+        )
         payer = Account.create().address
         chain.wait_confirmed(chain.mint(chain.operator.address, Credit(9)))
         chain.wait_confirmed(chain.deposit_for(payer, Credit(9)))

@@ -1,4 +1,5 @@
-"""The operator's key: anvil's test account in dev mode, an encrypted keystore otherwise."""
+"""The operator's and the settler's keys: anvil's test accounts in dev mode, encrypted keystores
+otherwise."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from tritonfleet.config import ConfigError, load_config, to_env
-from tritonfleet.payments.chain.keys import dev_account, operator_account
+from tritonfleet.payments.chain.keys import dev_account, operator_account, settler_account
 
 # Anvil prints this address as its account (0); the key behind it is derived, never stored.
 ANVIL_FIRST_ADDRESS = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
@@ -77,3 +78,42 @@ def test_no_password_is_a_config_error(keystore: tuple[LocalAccount, Path]) -> N
     overrides = {"chain": {"dev": False, "keystore_file": str(path)}}
     with pytest.raises(ConfigError, match="TRITONFLEET_CHAIN_KEYSTORE_PASSWORD"):
         operator_account(load_config(env={}, overrides=overrides).chain)
+
+
+def test_dev_mode_settles_with_another_anvil_account() -> None:
+    """In dev mode the settler is anvil's account 1: another key than the owner's, as the vault asks."""
+    config = load_config(env={})
+    assert settler_account(config).address == dev_account(1).address != operator_account(config.chain).address
+
+
+def test_the_settler_keystore_is_its_own(keystore: tuple[LocalAccount, Path]) -> None:
+    """Outside dev mode the settler decrypts settler.keystore_file with its own password, whatever
+    the operator's keystore is."""
+    account, path = keystore
+    env = {
+        "TRITONFLEET_CHAIN_DEV": "false",
+        "TRITONFLEET_SETTLER_KEYSTORE_FILE": str(path),
+        "TRITONFLEET_SETTLER_KEYSTORE_PASSWORD": PASSWORD,
+    }
+    config = load_config(env=env)
+    assert settler_account(config).address == account.address
+    assert PASSWORD not in repr(config) and PASSWORD not in str(to_env(config))
+
+
+def test_the_settler_never_borrows_the_operators_key(keystore: tuple[LocalAccount, Path]) -> None:
+    """With only the operator's keystore and password configured, the settler has no key, and
+    says which keys to set."""
+    _, path = keystore
+    overrides = {"chain": {"dev": False, "keystore_file": str(path), "keystore_password": PASSWORD}}
+    with pytest.raises(ConfigError, match=r"settler\.keystore_file: required"):
+        settler_account(load_config(env={}, overrides=overrides))
+    overrides["settler"] = {"keystore_file": str(path)}
+    with pytest.raises(ConfigError, match="TRITONFLEET_SETTLER_KEYSTORE_PASSWORD"):
+        settler_account(load_config(env={}, overrides=overrides))
+
+
+def test_dev_mode_excludes_a_settler_keystore(keystore: tuple[LocalAccount, Path]) -> None:
+    """A settler keystore with chain.dev on is refused rather than silently ignored."""
+    _, path = keystore
+    with pytest.raises(ConfigError, match=r"excludes settler\.keystore_file"):
+        settler_account(load_config(env={}, overrides={"settler": {"keystore_file": str(path)}}))

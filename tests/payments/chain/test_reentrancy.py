@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3.contract import Contract
 
@@ -14,6 +13,7 @@ from tests.devnet import (
     deploy_contract,
     operator_chain,
     send_unchecked,
+    terms,
     user,
 )
 from tritonfleet.payments.chain.anvil import Anvil
@@ -35,7 +35,7 @@ def world(anvil: Anvil, hooked_token: CompiledContract) -> tuple[DevChain, Contr
     """A vault over HookedToken, whose next transfer re-enters the vault once `arm` is called."""
     chain = operator_chain(anvil)
     token = deploy_contract(chain, hooked_token)
-    chain.deploy(DELAY_S, Account.create().address, asset=token.address)
+    chain.deploy(terms(chain, DELAY_S), asset=token.address)
     return chain, token
 
 

@@ -14,6 +14,7 @@ import grpc
 from tritonclient.grpc import service_pb2
 
 from tritonfleet.gateway.grpc.channels import NodeChannel
+from tritonfleet.triton_admin import GRPC_ADMIN_METADATA
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +24,15 @@ _KEYS = {"name", "version", "batch_size"}
 
 
 async def fan_out(
-    nodes: Iterable[tuple[str, NodeChannel]], method: str, message: bytes, timeout_s: float
+    nodes: Iterable[tuple[str, NodeChannel]], method: str, message: bytes, timeout_s: float, admin_key: str
 ) -> list[bytes]:
-    """Each reachable node's answer to one call; nodes that fail are logged and skipped."""
+    """Each reachable node's answer to one call; nodes that fail are logged and skipped.
+    `admin_key` opens Triton's restricted APIs (the repository index is one)."""
+    metadata = ((GRPC_ADMIN_METADATA, admin_key),)
 
     async def ask(node_id: str, node: NodeChannel) -> bytes | None:
         try:
-            answer: bytes = await node.unary(method)(message, timeout=timeout_s)
+            answer: bytes = await node.unary(method)(message, timeout=timeout_s, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
             log.warning(
                 "node did not answer", extra={"node": node_id, "method": method, "error": exc.details()}

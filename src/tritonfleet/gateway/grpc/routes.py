@@ -243,7 +243,7 @@ class GrpcRoutes:
     async def _fan_out(
         self, nodes: list[tuple[str, NodeChannel]], method: str, message: bytes
     ) -> list[bytes]:
-        return await fan_out(nodes, method, message, self.config.fan_out_timeout_s)
+        return await fan_out(nodes, method, message, self.config.fan_out_timeout_s, self.core.admin_key)
 
     def _observe(self, record: CallRecord, started: float) -> None:
         duration_s = time.monotonic() - started

@@ -14,6 +14,7 @@ from multidict import CIMultiDict
 
 from tritonfleet.protocol import NodeView
 from tritonfleet.proxy import UpstreamError, exchange
+from tritonfleet.triton_admin import ADMIN_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +29,13 @@ async def fan_out(
     path: str,
     body: bytes,
     timeout_s: float,
+    admin_key: str,
 ) -> list[Any]:
-    """Each reachable node's JSON answer to one request; nodes that fail are logged and skipped."""
+    """Each reachable node's JSON answer to one request; nodes that fail are logged and skipped.
+    `admin_key` opens Triton's restricted APIs (the repository index is one)."""
 
     async def ask(node: NodeView) -> Any:
-        headers: CIMultiDict[str] = CIMultiDict({"Content-Type": "application/json"})
+        headers: CIMultiDict[str] = CIMultiDict({"Content-Type": "application/json", ADMIN_HEADER: admin_key})
         try:
             reply = await exchange(session, method, node.triton_http_url + path, body, headers, timeout_s)
         except UpstreamError as exc:

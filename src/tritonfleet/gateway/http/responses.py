@@ -14,10 +14,7 @@ from tritonfleet.scheduler.errors import SchedulerError
 def refusal(exc: GatewayError | SchedulerError, request_id: str | None, retry_after_s: int) -> web.Response:
     """An error of the gateway's or the scheduler's, with its status and figures."""
     figures = exc.figures if isinstance(exc, GatewayError) else {}
-    response = error_response(exc.status, str(exc), request_id, retry_after_s, **figures)
-    if exc.status == 401:
-        response.headers["WWW-Authenticate"] = "Bearer"
-    return response
+    return error_response(exc.status, str(exc), request_id, retry_after_s, **figures)
 
 
 def error_response(
@@ -26,6 +23,8 @@ def error_response(
     headers = {"X-Request-ID": request_id} if request_id else {}
     if status == 503:
         headers["Retry-After"] = str(retry_after_s)
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     return json_response({"error": message, **figures}, status=status, headers=headers)
 
 

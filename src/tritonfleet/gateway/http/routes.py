@@ -11,7 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from tritonfleet.gateway.errors import BodyTooLarge, GatewayError, MalformedRequest
+from tritonfleet.cluster_auth import presents_token
+from tritonfleet.gateway.errors import BodyTimeout, BodyTooLarge, GatewayError, MalformedRequest
 from tritonfleet.gateway.http import cluster
 from tritonfleet.gateway.http.forwarding import HttpForwarder
 from tritonfleet.gateway.http.responses import error_response, json_response, refusal
@@ -161,9 +162,15 @@ class HttpRoutes:
         if version is not None and not version.isdigit():
             raise MalformedRequest(f"invalid version '{version}' for model '{model}': expected a number")
         try:
-            body = await request.read()
+            # Within the request's own deadline: a client trickling its body holds nothing longer.
+            async with asyncio.timeout(started + self.config.request_timeout_s - time.monotonic()):
+                body = await request.read()
         except web.HTTPRequestEntityTooLarge as exc:
             raise BodyTooLarge(f"request body exceeds {self.config.max_body_bytes} bytes") from exc
+        except TimeoutError as exc:
+            raise BodyTimeout(
+                f"request body not received within {self.config.request_timeout_s:g} s"
+            ) from exc
         headers = end_to_end(request.headers)
         headers["X-Request-ID"] = request_id
         if strip_auth:
@@ -221,7 +228,10 @@ class HttpRoutes:
         return json_response(cluster.merge_stats(answers))
 
     async def nodes(self, request: web.Request) -> web.Response:
-        """The node view this gateway routes with, as its health checkers last told it."""
+        """The node view this gateway routes with, as its health checkers last told it. It holds
+        the nodes' addresses, which clients must not learn: the cluster token is required."""
+        if not presents_token(request.headers.get("Authorization"), self.core.cluster_token):
+            return error_response(401, "the node list needs 'Authorization: Bearer <cluster token>'")
         return json_response({"nodes": [node.model_dump(mode="json") for node in self.core.watcher.nodes]})
 
     async def prometheus(self, request: web.Request) -> web.Response:
@@ -230,5 +240,5 @@ class HttpRoutes:
 
     async def _fan_out(self, nodes: list[NodeView], method: str, path: str, body: bytes) -> list[Any]:
         return await cluster.fan_out(
-            self.core.session, nodes, method, path, body, self.config.fan_out_timeout_s
+            self.core.session, nodes, method, path, body, self.config.fan_out_timeout_s, self.core.admin_key
         )

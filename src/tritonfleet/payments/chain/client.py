@@ -21,6 +21,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import (
+    BadFunctionCallOutput,
     ContractLogicError,
     ProviderConnectionError,
     RequestTimedOut,
@@ -32,18 +33,20 @@ from web3.types import Nonce, RPCEndpoint, TxParams, Wei
 
 from tritonfleet.config import FleetConfig
 from tritonfleet.payments.chain.contracts import CompiledContract, load_contracts
-from tritonfleet.payments.chain.deployment import Deployment
-from tritonfleet.payments.chain.keys import operator_account
+from tritonfleet.payments.chain.deployment import Deployment, VaultTerms
+from tritonfleet.payments.chain.keys import operator_account, settler_account
 from tritonfleet.payments.chain.permit import Permit, PermitDomain
 from tritonfleet.payments.chain.records import (
     ChainBalances,
     ChargedEvent,
     Fees,
+    PendingChange,
     PendingWithdrawal,
     Receipt,
     SettledEvent,
     ShortfallEvent,
     VaultEvent,
+    VaultRoles,
     charged,
     receipt_from_web3,
     settled,
@@ -106,8 +109,9 @@ class BatchAlreadySettled(TransactionRejected):
 class NonceTaken(TransactionRejected):
     """Another transaction from the same key holds this nonce: sign again with a fresh one.
 
-    The settler and the dev faucet share the operator's key, so a nonce read from the node can
-    be taken before a transaction signed with it lands."""
+    Two processes signing with one key (two settlers, or a settler restarted while its old
+    transaction was pending) take nonces from each other: one read from the node can be taken
+    before a transaction signed with it lands."""
 
 
 class TransactionReverted(ChainError):
@@ -120,6 +124,17 @@ class TransactionReverted(ChainError):
 MAX_BATCH_ACCOUNTS = 1000
 # PaymentVault's MAX_READ: the most accounts one balances_of call reads.
 MAX_READ_ACCOUNTS = 1000
+# What a contract wallet's `isValidSignature(bytes32, bytes)` answers for a signature it made.
+_EIP1271_MAGIC_VALUE = bytes.fromhex("1626ba7e")
+_EIP1271_ABI: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "name": "isValidSignature",
+        "stateMutability": "view",
+        "inputs": [{"name": "hash", "type": "bytes32"}, {"name": "signature", "type": "bytes"}],
+        "outputs": [{"name": "", "type": "bytes4"}],
+    }
+]
 # What balances_of returns: the deposits, then the pending withdrawals.
 _BALANCES_OF = ["uint256[]", "uint256[]"]
 
@@ -150,6 +165,23 @@ _TRANSIENT = re.compile(
 # 32 bytes, or their 0x-prefixed hex (the ledger's form).
 BatchId = bytes | str
 
+# The vault's owner-only functions that `administer` sends: the settle role and the cap at once,
+# the rest through the time lock (propose, then execute or cancel).
+OWNER_FUNCTIONS = frozenset(
+    {
+        "set_settler",
+        "lower_max_batch_total",
+        "propose_treasury",
+        "execute_treasury",
+        "cancel_treasury",
+        "propose_owner",
+        "cancel_owner",
+        "propose_max_batch_total",
+        "execute_max_batch_total",
+        "cancel_max_batch_total",
+    }
+)
+
 _Callable = ContractFunction | ContractConstructor
 
 
@@ -172,9 +204,12 @@ class SettledBatch:
 class Chain:
     """The operator's view of one chain: deploy, mint, settle, read deposits and events.
 
-    Transactions are signed locally by `operator` and sent raw, so the node needs no unlocked
-    account. A method that sends returns the transaction hash at once; `wait_confirmed` waits
-    for `confirmations` blocks, so that a caller can record the hash before it waits.
+    Transactions are signed locally and sent raw, so the node needs no unlocked account:
+    settlements by `settler` (the vault's settle role), everything else by `operator` (the
+    vault's owner, the credit's minter); `settler` defaults to `operator`, for a Chain that
+    settles nothing or is the settler's own (`connect_settler`). A method that sends returns
+    the transaction hash at once; `wait_confirmed` waits for `confirmations` blocks, so that a
+    caller can record the hash before it waits.
     """
 
     def __init__(
@@ -187,12 +222,14 @@ class Chain:
         deployment: Deployment | None = None,
         request_timeout_s: float = 10.0,
         poll_interval_s: float = 0.2,
+        settler: LocalAccount | None = None,
     ) -> None:
         self.rpc_url = rpc_url
         # What messages and logs name the endpoint by: a provider's key is in the URL's path.
         self.endpoint = redacted(rpc_url)
         self.chain_id = chain_id
         self.operator = operator
+        self.settler = operator if settler is None else settler
         self.confirmations = max(1, confirmations)
         self.receipt_timeout_s = receipt_timeout_s
         self.poll_interval_s = poll_interval_s
@@ -226,14 +263,30 @@ class Chain:
         with _rpc():
             return len(self.w3.eth.get_code(Web3.to_checksum_address(address))) > 0
 
+    def contract_signed(self, address: str, digest: bytes, signature: bytes) -> bool:
+        """EIP-1271: whether the contract wallet at `address` (a Safe, a smart account: no key of
+        its own) accepts `signature` over `digest`, answering `isValidSignature` with its magic
+        value; False where no contract is, or one that reverts or is no EIP-1271 wallet.
+        ChainUnavailable when the chain cannot tell, which is no "invalid signature"."""
+        if not self.has_code(address):
+            return False
+        wallet = self.w3.eth.contract(address=Web3.to_checksum_address(address), abi=_EIP1271_ABI)
+        try:
+            with _rpc():
+                answer = wallet.functions.isValidSignature(digest, signature).call()
+        except (TransactionRejected, BadFunctionCallOutput):
+            return False
+        return bytes(answer) == _EIP1271_MAGIC_VALUE
+
     def eth_balance_of(self, address: str) -> int:
         with _rpc():
             return self.w3.eth.get_balance(Web3.to_checksum_address(address))
 
-    def next_nonce(self) -> int:
-        """The operator's next nonce, counting its transactions still pending."""
+    def next_nonce(self, account: LocalAccount | None = None) -> int:
+        """The next nonce of `account` (by default the operator's), counting its transactions
+        still pending."""
         with _rpc():
-            return self.w3.eth.get_transaction_count(self.operator.address, "pending")
+            return self.w3.eth.get_transaction_count((account or self.operator).address, "pending")
 
     # --- deployment ------------------------------------------------------------------------
 
@@ -249,8 +302,8 @@ class Chain:
         self._credit = self._contract(contracts.credit, deployment.credit)
         self._vault = self._contract(contracts.vault, deployment.vault)
 
-    def deploy(self, withdrawal_delay_s: int, treasury: str, asset: str | None = None) -> Deployment:
-        """Create a PaymentVault owned by the operator, and use it.
+    def deploy(self, terms: VaultTerms, asset: str | None = None) -> Deployment:
+        """Create a PaymentVault owned by the operator, on these terms, and use it.
 
         The vault holds `asset`, an existing ERC-20 (a stablecoin, say), or when None a new
         FleetCredit, also owned (and so minted) by the operator.
@@ -262,7 +315,12 @@ class Chain:
             assert created.contract_address is not None
             asset, first_block = created.contract_address, created.block_number
         vault_ctor = self._factory(contracts.vault).constructor(
-            Web3.to_checksum_address(asset), Web3.to_checksum_address(treasury), withdrawal_delay_s
+            Web3.to_checksum_address(asset),
+            Web3.to_checksum_address(terms.treasury),
+            terms.withdrawal_delay_s,
+            terms.admin_delay_s,
+            Web3.to_checksum_address(terms.settler),
+            terms.max_batch_total,
         )
         vault = self.wait_confirmed(self._send(vault_ctor))
         assert vault.contract_address is not None
@@ -271,7 +329,7 @@ class Chain:
             credit=Web3.to_checksum_address(asset),
             vault=vault.contract_address,
             block=vault.block_number if first_block is None else first_block,
-            withdrawal_delay_s=withdrawal_delay_s,
+            withdrawal_delay_s=terms.withdrawal_delay_s,
         )
         self.use(deployment)
         return deployment
@@ -281,8 +339,17 @@ class Chain:
     def mint(self, to: str, amount: Credit) -> str:
         return self._send(self._credit_c.functions.mint(Web3.to_checksum_address(to), amount))
 
-    def set_treasury(self, treasury: str) -> str:
-        return self._send(self._vault_c.functions.set_treasury(Web3.to_checksum_address(treasury)))
+    def administer(self, function: str, *args: str | int) -> str:
+        """Send one of the vault's owner functions (`OWNER_FUNCTIONS`) as the operator; a str
+        argument is an address."""
+        if function not in OWNER_FUNCTIONS:
+            raise ValueError(f"{function} is not one of the vault's owner functions")
+        given = [Web3.to_checksum_address(a) if isinstance(a, str) else a for a in args]
+        return self._send(self._vault_c.functions[function](*given))
+
+    def accept_ownership(self, new_owner: LocalAccount) -> str:
+        """The proposed owner takes the vault over, once the time lock has passed."""
+        return self._send(self._vault_c.functions.accept_ownership(), sender=new_owner)
 
     def deposit_for(self, account: str, amount: Credit) -> str:
         """Fund `account`'s deposit from the operator's own credit (the dev faucet)."""
@@ -331,7 +398,9 @@ class Chain:
         """
         fn = self._settle_fn(batch_id, accounts, amounts)
         try:
-            return self._sign(fn, nonce=nonce, replaces=replaces, max_fee_per_gas=max_fee_per_gas)
+            return self._sign(
+                fn, self.settler, nonce=nonce, replaces=replaces, max_fee_per_gas=max_fee_per_gas
+            )
         except TransactionRejected:
             if self.is_settled(batch_id):
                 raise BatchAlreadySettled(f"batch 0x{_bytes32(batch_id).hex()} is settled already") from None
@@ -341,7 +410,7 @@ class Chain:
         self, batch_id: BatchId, accounts: Sequence[str], amounts: Sequence[Credit]
     ) -> int:
         with _rpc(TransactionRejected):
-            return self._settle_fn(batch_id, accounts, amounts).estimate_gas({"from": self.operator.address})
+            return self._settle_fn(batch_id, accounts, amounts).estimate_gas({"from": self.settler.address})
 
     # --- users' transactions (a user-side client, tests, benchmarks) ----------------------
 
@@ -433,6 +502,28 @@ class Chain:
         treasury: str = _call(self._vault_c.functions.treasury())
         return treasury
 
+    def max_batch_total(self) -> Credit:
+        """The most one settle may charge in all: the settler sizes its batches to it."""
+        return Credit(self._role_call("max_batch_total"))
+
+    def vault_roles(self) -> VaultRoles:
+        vault = self._vault_c
+
+        def pending(value: str, ready_at: str) -> PendingChange | None:
+            at = int(self._role_call(ready_at))
+            return None if at == 0 else PendingChange(self._role_call(value), at)
+
+        return VaultRoles(
+            owner=_call(vault.functions.owner()),
+            settler=self._role_call("settler"),
+            treasury=self.treasury(),
+            max_batch_total=self.max_batch_total(),
+            admin_delay_s=int(self._role_call("admin_delay")),
+            pending_treasury=pending("pending_treasury", "treasury_ready_at"),
+            pending_owner=pending("pending_owner", "owner_ready_at"),
+            pending_max_batch_total=pending("pending_max_batch_total", "max_batch_total_ready_at"),
+        )
+
     def is_settled(self, batch_id: BatchId) -> bool:
         return bool(_call(self._vault_c.functions.is_settled(_bytes32(batch_id))))
 
@@ -519,6 +610,16 @@ class Chain:
 
     def _contract(self, compiled: CompiledContract, address: str) -> Contract:
         return self.w3.eth.contract(address=Web3.to_checksum_address(address), abi=compiled.abi)
+
+    def _role_call(self, getter: str) -> Any:
+        """A read of the settle role, the cap or the time lock, which vaults deployed before them
+        lack: their calls revert."""
+        try:
+            return _call(self._vault_c.functions[getter]())
+        except TransactionRejected as exc:
+            raise NotDeployed(
+                f"the vault at {self._vault_c.address} has no {getter}: it predates the settle role; redeploy"
+            ) from exc
 
     def _factory(self, compiled: CompiledContract) -> type[Contract]:
         return self.w3.eth.contract(abi=compiled.abi, bytecode=compiled.bytecode)
@@ -642,10 +743,19 @@ def connect(config: FleetConfig, signing: bool = True) -> Chain:
     A reader (`signing=False`: the gateway, the token manager's balances) gets a fresh key with
     no funds and no role instead of the operator's, so it never needs the keystore password.
     """
+    return _connect(config, operator_account(config.chain) if signing else Account.create())
+
+
+def connect_settler(config: FleetConfig) -> Chain:
+    """A Chain that signs with the settler's key alone: the settler never holds the owner's."""
+    return _connect(config, settler_account(config))
+
+
+def _connect(config: FleetConfig, signer: LocalAccount) -> Chain:
     chain = Chain(
         config.chain.rpc_url,
         config.chain.chain_id,
-        operator_account(config.chain) if signing else Account.create(),
+        signer,
         confirmations=config.chain.confirmations,
         receipt_timeout_s=config.chain.receipt_timeout_s,
     )

@@ -14,9 +14,9 @@ from types import FrameType
 from tritonfleet.config import ConfigError, FleetConfig
 from tritonfleet.payments.chain.anvil import Anvil, AnvilError
 from tritonfleet.payments.chain.client import ChainError, redacted
-from tritonfleet.payments.chain.deployment import Deployment
+from tritonfleet.payments.chain.deployment import Deployment, VaultTerms
 from tritonfleet.payments.chain.devchain import DevChain, ensure_deployed
-from tritonfleet.payments.chain.keys import operator_account
+from tritonfleet.payments.chain.keys import operator_account, settler_account
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +42,14 @@ def serve(config: FleetConfig) -> int:
     )
     try:
         anvil.start()
-        operator = operator_account(settings)
+        operator, settler = operator_account(settings), settler_account(config)
         chain = DevChain(
             anvil.rpc_url, settings.chain_id, operator, receipt_timeout_s=settings.receipt_timeout_s
         )
         # Treasury: the operator itself until the config grows a key for it.
-        deployment = ensure_deployed(
-            chain, settings.deployment_file, settings.withdrawal_delay_s, operator.address
-        )
-        _announce(config, anvil.rpc_url, deployment, operator.address)
+        terms = VaultTerms.of(settings, treasury=operator.address, settler=settler.address)
+        deployment = ensure_deployed(chain, settings.deployment_file, terms)
+        _announce(config, anvil.rpc_url, deployment, operator.address, settler.address)
         while not stopping.wait(_WATCH_INTERVAL_S):
             if not anvil.alive():
                 print(
@@ -74,7 +73,7 @@ def _on_signals(stopping: threading.Event) -> None:
         signal.signal(signum, handler)
 
 
-def _announce(config: FleetConfig, rpc_url: str, deployment: Deployment, operator: str) -> None:
+def _announce(config: FleetConfig, rpc_url: str, deployment: Deployment, operator: str, settler: str) -> None:
     if config.chain.rpc_url.rstrip("/") != rpc_url:
         log.warning(
             "chain.rpc_url is not this chain",
@@ -84,7 +83,8 @@ def _announce(config: FleetConfig, rpc_url: str, deployment: Deployment, operato
         f"chain {deployment.chain_id} at {rpc_url}\n"
         f"  FleetCredit   {deployment.credit}\n"
         f"  PaymentVault  {deployment.vault}\n"
-        f"  operator      {operator}\n"
+        f"  operator      {operator}   (owner)\n"
+        f"  settler       {settler}   (settle role)\n"
         f"  deployment    {config.chain.deployment_file}\n"
         f"  state         {config.chain.state_file}",
         flush=True,

@@ -8,7 +8,33 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tritonfleet.config import ConfigError
+from tritonfleet.config import ChainConfig, ConfigError
+from tritonfleet.payments.money import Credit
+
+
+@dataclass(frozen=True)
+class VaultTerms:
+    """What a new vault is deployed with; only the treasury and the settler change later, and
+    the cap (see PaymentVault's roles)."""
+
+    treasury: str
+    # The one address that may settle: the settler's key, never the owner's.
+    settler: str
+    withdrawal_delay_s: int
+    # The time lock of treasury, owner and cap-raise changes; at least withdrawal_delay_s.
+    admin_delay_s: int
+    # The most one settle may charge in all.
+    max_batch_total: Credit
+
+    @classmethod
+    def of(cls, config: ChainConfig, treasury: str, settler: str) -> VaultTerms:
+        return cls(
+            treasury=treasury,
+            settler=settler,
+            withdrawal_delay_s=config.withdrawal_delay_s,
+            admin_delay_s=config.admin_delay_s,
+            max_batch_total=Credit(config.max_batch_total),
+        )
 
 
 @dataclass(frozen=True)

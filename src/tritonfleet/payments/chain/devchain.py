@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from tritonfleet.payments.chain.client import Chain, ChainError
-from tritonfleet.payments.chain.deployment import Deployment
+from tritonfleet.payments.chain.deployment import Deployment, VaultTerms
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +40,17 @@ class DevChain(Chain):
 
 
 def _is_current(chain: Chain, deployment: Deployment) -> bool:
-    """Whether the vault is of this version: an older one lacks reads the services make."""
+    """Whether the vault is of this version: an older one lacks reads the services make, or the
+    settle role, the cap and the time lock that the settler needs."""
     try:
         chain.balances([deployment.vault])
+        chain.vault_roles()
     except ChainError:
         return False
     return True
 
 
-def ensure_deployed(
-    chain: Chain, deployment_file: Path, withdrawal_delay_s: int, treasury: str
-) -> Deployment:
+def ensure_deployed(chain: Chain, deployment_file: Path, terms: VaultTerms) -> Deployment:
     """The deployment in `deployment_file` if its contracts are on this chain, else a new one."""
     if deployment_file.exists():
         deployment = Deployment.load(deployment_file)
@@ -62,7 +62,10 @@ def ensure_deployed(
                 return deployment
             log.info("the recorded contracts are of an older version; deploying")
         log.info("no contracts at the recorded addresses; deploying", extra={"file": str(deployment_file)})
-    deployment = chain.deploy(withdrawal_delay_s, treasury)
+    deployment = chain.deploy(terms)
     deployment.save(deployment_file)
-    log.info("contracts deployed", extra={"credit": deployment.credit, "vault": deployment.vault})
+    log.info(
+        "contracts deployed",
+        extra={"credit": deployment.credit, "vault": deployment.vault, "settler": terms.settler},
+    )
     return deployment

@@ -52,6 +52,29 @@ class PendingWithdrawal:
 
 
 @dataclass(frozen=True)
+class PendingChange:
+    """A change of the vault proposed through its time lock: the new value (an address, or the
+    new cap), executable from `ready_at` (Unix time) on."""
+
+    value: str | int
+    ready_at: int
+
+
+@dataclass(frozen=True)
+class VaultRoles:
+    """Who holds which role of the vault, its limits, and the changes waiting out the time lock."""
+
+    owner: str
+    settler: str
+    treasury: str
+    max_batch_total: Credit
+    admin_delay_s: int
+    pending_treasury: PendingChange | None
+    pending_owner: PendingChange | None
+    pending_max_batch_total: PendingChange | None
+
+
+@dataclass(frozen=True)
 class ChainBalances:
     """Every asked account's deposit and pending withdrawal as of `block`, one snapshot; keyed by
     the accounts as the caller spelled them."""

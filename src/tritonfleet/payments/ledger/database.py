@@ -42,8 +42,8 @@ def sqlite_url(path: Path) -> str:
 
 
 def default_ledger_url(config: FleetConfig) -> str:
-    """`payments.ledger_url`, or when empty the SQLite file that every local service shares."""
-    return config.payments.ledger_url or sqlite_url(DEFAULT_LEDGER_FILE)
+    """`payments.ledger_url` (or its file), else the SQLite file that every local service shares."""
+    return config.payments.read_ledger_url() or sqlite_url(DEFAULT_LEDGER_FILE)
 
 
 def create_ledger_engine(url: str, timeout_s: float = LEDGER_TIMEOUT_S) -> Engine:

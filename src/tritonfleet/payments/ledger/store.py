@@ -347,13 +347,19 @@ class Ledger:
         """
         with write_transaction(self._engine) as connection:
             self._move_batch(connection, batch_id, BatchState.FAILED)
-            self._move_charges(
-                connection,
-                ChargeRow.batch_id == batch_id,
-                ChargeState.BATCHED,
-                ChargeState.COMMITTED,
-                batch_id=None,
+            self._unbatch_charges(connection, batch_id)
+
+    def unbuild_batch(self, batch_id: str) -> None:
+        """Undo a batch still building, never sent: its charges go back to committed and the
+        batch leaves no trace (no failed batch for an operator to look into)."""
+        with write_transaction(self._engine) as connection:
+            state = connection.scalar(
+                select(BatchRow.state).where(BatchRow.batch_id == batch_id).with_for_update()
             )
+            if state != BatchState.BUILDING:
+                raise LedgerError(f"batch {batch_id} is {state}, not building: it may have been sent")
+            self._unbatch_charges(connection, batch_id)
+            connection.execute(delete(BatchRow).where(BatchRow.batch_id == batch_id))
 
     def unfinished_batches(self) -> list[Batch]:
         """Batches building or sent, oldest first: what a restarted settler must finish."""
@@ -438,6 +444,16 @@ class Ledger:
             .values(state=target, updated_at_s=self._clock(), **values)
         )
         return result.rowcount
+
+    def _unbatch_charges(self, connection: Connection, batch_id: str) -> None:
+        """The batch's charges back to committed, for a later batch to take."""
+        self._move_charges(
+            connection,
+            ChargeRow.batch_id == batch_id,
+            ChargeState.BATCHED,
+            ChargeState.COMMITTED,
+            batch_id=None,
+        )
 
     def _batch(self, connection: Connection, batch_id: str, account: str | None = None) -> Batch:
         row = connection.execute(select(BatchRow).where(BatchRow.batch_id == batch_id)).one_or_none()

@@ -13,6 +13,8 @@ from tritonfleet.web.wallet import check_amount
 router = APIRouter(prefix="/api/wallet", tags=["wallet"])
 State = Annotated[WebState, Depends(state_of)]
 Authorization = Annotated[str | None, Header()]
+# The page's origin, as the browser names it.
+Origin = Annotated[str | None, Header()]
 
 
 @router.get("/info")
@@ -23,13 +25,13 @@ async def info(state: State) -> dict[str, Any]:
 
 
 @router.post("/challenge")
-async def challenge(body: ChallengeBody, state: State) -> Any:
-    return await state.wallet.challenge(body.address)
+async def challenge(body: ChallengeBody, state: State, origin: Origin = None) -> Any:
+    return await state.wallet.challenge(body.address, origin)
 
 
 @router.post("/verify")
-async def verify(body: VerifyBody, state: State) -> Any:
-    return await state.wallet.verify(body.address, body.message, body.signature)
+async def verify(body: VerifyBody, state: State, origin: Origin = None) -> Any:
+    return await state.wallet.verify(body.address, body.message, body.signature, origin)
 
 
 @router.get("/summary")

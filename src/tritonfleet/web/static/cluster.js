@@ -55,7 +55,6 @@ function card(node) {
   const reason = !node.listed ? " (dropped by the health checker)" : !node.reachable ? " (not answering)" : "";
   return h("div", { class: "panel node", "data-node-id": node.node_id, "data-status": node.status },
     h("h3", {}, h("span", { class: "dot" }), node.node_id, h("span", { class: "pill status" }, LABELS[node.status] + reason)),
-    h("div", { class: "muted mono" }, node.address),
     h("div", {}, "models: ", node.models.length ? node.models.join(", ") : "none ready"),
     h("div", { class: "charts" }, charts));
 }
