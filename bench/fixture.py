@@ -75,7 +75,14 @@ def latency_cluster(
         for model in models:
             write_model(repository, model)
         specs.append(NodeSpec(node_id, {"model_repository": str(repository)}))
-    return LocalCluster(fleet_config(tmp, **sections), tmp / "state", specs)
+    return LocalCluster(fleet_config(tmp, **python_data_plane(sections)), tmp / "state", specs)
+
+
+def python_data_plane(sections: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The sections, with the gateway's Python data plane unless they choose: the scenarios that
+    do not compare data planes yet measure the one their earlier figures were taken on."""
+    gateway = {"data_plane": "python", **sections.get("gateway", {})}
+    return {**sections, "gateway": gateway}
 
 
 def start(fleet: LocalCluster, stack: contextlib.ExitStack, timeout_s: float = 300.0) -> None:

@@ -39,6 +39,7 @@ import tritonclient.grpc.aio as grpcclient
 import uvloop
 from tritonclient.utils import InferenceServerException
 
+from bench.fixture import python_data_plane
 from bench.scenario import RESULTS, scenario_main
 from tests.e2e.cluster import cluster
 from tritonfleet.gateway.grpc.channels import SERVICE
@@ -188,7 +189,7 @@ def triton_grpc_address(fleet: LocalCluster) -> str:
 
 
 def run(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
-    fleet = cluster(tmp, {"node-1": ["simple"]}, payments={"enabled": False})
+    fleet = cluster(tmp, {"node-1": ["simple"]}, **python_data_plane({"payments": {"enabled": False}}))
     stack.callback(fleet.stop)
     print("starting one Triton node, health checker, scheduler and gateway ...", flush=True)
     fleet.start()

@@ -1,5 +1,6 @@
-"""Gateway overhead on tiny requests: wrk against Triton directly, the gateway in its three
-modes, a bare aiohttp proxy and nginx, all in front of the same single Triton node.
+"""Gateway overhead on tiny requests: wrk against Triton directly, the gateway in its modes
+(the Python data plane, Envoy in front of it, the remote scheduler, forwarding through the
+manager), a bare aiohttp proxy and nginx, all in front of the same single Triton node.
 
     .venv/bin/python -m bench.overhead [--duration-s 5] [--rounds 3] [--only direct,gateway]
                                        [--stacks] [--profile] [--nginx-workers 1] [--output FILE]
@@ -60,7 +61,7 @@ BODY = json.dumps(
 )
 # (name, wrk threads, connections): saturation, then two closed-loop latency loads.
 LOADS = (("saturation", 2, 32), ("c1", 1, 1), ("c4", 1, 4))
-TARGETS = ("direct", "gateway", "gateway_remote", "gateway_manager", "bare_aiohttp", "nginx")
+TARGETS = ("direct", "gateway", "gateway_envoy", "gateway_remote", "gateway_manager", "bare_aiohttp", "nginx")
 # server/client/loop of the bare proxies that --stacks adds; the first is the gateway's own.
 STACKS = (
     "aiohttp/aiohttp/uvloop",
@@ -203,7 +204,12 @@ def extra_gateway(fleet: LocalCluster, name: str, **settings: str) -> Iterator[T
     with service(name, argv, env, fleet.state_dir / "logs") as proc:
         url = f"http://127.0.0.1:{port}"
         wait_infer_ok(url, 60.0, proc)
-        yield Target(name, url, {"gateway": proc.pid})
+        # With the Envoy data plane, Envoy's CPU is the gateway's too.
+        pids = {"gateway": proc.pid}
+        for child in children(proc.pid):
+            if Path(f"/proc/{child}/comm").read_text().strip() == "envoy":
+                pids["envoy"] = child
+        yield Target(name, url, pids)
 
 
 @contextlib.contextmanager
@@ -457,7 +463,11 @@ def node_urls(fleet: LocalCluster) -> dict[str, str]:
 def run(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
     wanted = set(args.only.split(",")) if args.only else set(TARGETS)
     # The unpaid path: what the gateway itself adds (the paid path is measured on its own).
-    fleet = cluster(tmp, {"node-1": ["simple"]}, payments={"enabled": False})
+    # `gateway` is the Python data plane, `gateway_envoy` Envoy in front of it (one worker, the
+    # one core nginx gets).
+    fleet = cluster(
+        tmp, {"node-1": ["simple"]}, payments={"enabled": False}, gateway={"data_plane": "python"}
+    )
     stack.callback(fleet.stop)
     print("starting one Triton node, health checker, scheduler and gateway ...", flush=True)
     fleet.start()
@@ -467,6 +477,11 @@ def run(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> dic
         "direct": Target("direct", urls["triton"]),
         "gateway": Target("gateway", fleet.gateway_url, {"gateway": fleet.gateway.pid}),
     }
+    if "gateway_envoy" in wanted:
+        target = stack.enter_context(
+            extra_gateway(fleet, "gateway_envoy", data_plane="envoy", envoy_workers="1")
+        )
+        targets["gateway_envoy"] = target
     if "gateway_remote" in wanted:
         target = stack.enter_context(extra_gateway(fleet, "gateway_remote", scheduler="remote"))
         targets["gateway_remote"] = target

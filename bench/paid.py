@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from bench.fixture import python_data_plane
 from bench.overhead import (
     BODY,
     WRK_SCRIPT,
@@ -115,7 +116,7 @@ def run_ledger(kind: str, args: argparse.Namespace, tmp: Path, stack: contextlib
     sections = paid_sections(folder, ledger_url)
     # The settler at its default pace, as `make up` runs it (the tests settle every second).
     del sections["settler"]
-    fleet = cluster(folder, {"node-1": ["simple"]}, **sections)
+    fleet = cluster(folder, {"node-1": ["simple"]}, **python_data_plane(sections))
     stack.callback(fleet.stop)
     print(f"[{kind}] starting a paid cluster ...", flush=True)
     fleet.start()

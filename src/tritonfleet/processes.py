@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,6 +23,20 @@ def die_with_parent() -> None:
     """`preexec_fn`: the kernel SIGKILLs the child when its parent dies, even by SIGKILL."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+# `die_with_parent` for a parent whose threads make `preexec_fn` unsafe (gRPC's fork handlers
+# abort a child forked while its threads poll): the child is spawned without it, arms the
+# signal itself, checks that its parent is still the one that spawned it, then becomes argv.
+_ARM_THEN_EXEC = (
+    "import ctypes, os, sys; ctypes.CDLL(None).prctl(1, 9); "
+    "os.getppid() == int(sys.argv[1]) or sys.exit(1); os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
+def dying_with_parent(argv: Sequence[str]) -> list[str]:
+    """argv, wrapped so that the kernel SIGKILLs it when this process dies."""
+    return [sys.executable, "-I", "-S", "-c", _ARM_THEN_EXEC, str(os.getpid()), *argv]
 
 
 class ServiceProcess:

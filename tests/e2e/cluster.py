@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from tritonfleet.config import FleetConfig, load_config
+from tritonfleet.config import DataPlane, FleetConfig, load_config
 from tritonfleet.net import free_port
 from tritonfleet.up.cluster import LocalCluster, NodeSpec
 
@@ -17,6 +17,10 @@ MODEL_DIRS = {
     "countdown": MODELS / "countdown",
     "latency": MODELS / "_bench" / "latency",
 }
+
+
+# Both of the gateway's data planes, for the tests that must hold on each.
+DATA_PLANES = [DataPlane.PYTHON.value, DataPlane.ENVOY.value]
 
 
 def simple_body(value: int) -> dict[str, Any]:

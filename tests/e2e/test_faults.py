@@ -11,17 +11,18 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.e2e.cluster import cluster, simple_body
+from tests.e2e.cluster import DATA_PLANES, cluster, simple_body
 from tritonfleet.up.cluster import LocalCluster
 
 SIMPLE = simple_body(2)
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+@pytest.fixture(scope="module", params=DATA_PLANES)
+def fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     local = cluster(
         tmp_path_factory.mktemp("faults"),
         {"node-1": ["simple", "latency"], "node-2": ["simple", "latency"]},
+        gateway={"data_plane": request.param},
     )
     try:
         local.start()

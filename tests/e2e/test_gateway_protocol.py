@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,20 +15,20 @@ import pytest
 import tritonclient.http as httpclient
 from sklearn.datasets import load_digits
 
-from tests.e2e.cluster import cluster, simple_body
+from tests.e2e.cluster import DATA_PLANES, cluster, simple_body
 from tritonfleet.protocol import RegisterResponse
 from tritonfleet.up.cluster import LocalCluster
 
 NODE_HEADER = "X-Tritonfleet-Node"
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+@pytest.fixture(scope="module", params=DATA_PLANES)
+def fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     tmp = tmp_path_factory.mktemp("fleet")
     local = cluster(
         tmp,
         {"node-1": ["simple", "digits", "latency"], "node-2": ["simple", "latency"]},
-        gateway={"max_body_bytes": 1024 * 1024, "request_timeout_s": 3.0},
+        gateway={"max_body_bytes": 1024 * 1024, "request_timeout_s": 3.0, "data_plane": request.param},
     )
     try:
         local.start()
@@ -132,7 +133,7 @@ def test_the_request_id_is_kept_and_the_serving_node_named(fleet: LocalCluster) 
     assert answer.headers["X-Request-ID"] == "my-request-42"
     assert answer.headers[NODE_HEADER] in fleet.nodes
     generated = httpx.get(f"{fleet.gateway_url}/v2/models/simple").headers["X-Request-ID"]
-    assert len(generated) == 32
+    assert uuid.UUID(generated)  # the Python gateway's UUIDv7, or Envoy's UUIDv4 in front of it
 
 
 def test_repository_index_and_statistics_are_cluster_wide(fleet: LocalCluster) -> None:

@@ -18,20 +18,24 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.e2e.cluster import cluster
+from tests.e2e.cluster import DATA_PLANES, cluster
 from tritonfleet.up.cluster import LocalCluster
 
 MAX_MESSAGE_BYTES = 1024 * 1024
 NODE = "x-tritonfleet-node"
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+@pytest.fixture(scope="module", params=DATA_PLANES)
+def fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     models = ["simple", "countdown", "latency"]
     local = cluster(
         tmp_path_factory.mktemp("grpc"),
         {"node-1": models, "node-2": models},
-        gateway={"grpc_max_message_bytes": MAX_MESSAGE_BYTES, "request_timeout_s": 10.0},
+        gateway={
+            "grpc_max_message_bytes": MAX_MESSAGE_BYTES,
+            "request_timeout_s": 10.0,
+            "data_plane": request.param,
+        },
     )
     try:
         local.start()

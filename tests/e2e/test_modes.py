@@ -20,7 +20,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     local = cluster(
         tmp_path_factory.mktemp("modes"),
         {"node-1": ["simple"], "node-2": ["simple"]},
-        gateway={"scheduler": "remote", "node_route": "manager"},
+        # The Python data plane's modes: with Envoy's, Envoy balances and no scheduler is asked.
+        gateway={"scheduler": "remote", "node_route": "manager", "data_plane": "python"},
     )
     try:
         local.start()

@@ -128,7 +128,7 @@ async def test_tritonserver_does_not_inherit_the_cluster_token(node: NodeManager
     server_pid = node.triton.server_pid()
     assert server_pid is not None
     environment = environment_of(server_pid)
-    assert not [entry for entry in environment if entry.startswith(b"TRITONFLEET_")]
+    assert not [entry for entry in environment if entry.startswith(b"TRITONFLEET_CLUSTER_")]
     assert not [entry for entry in environment if TOKEN.encode() in entry]
     logged = node.triton.tail(lines=1000)
     assert admin_key(TOKEN) not in logged

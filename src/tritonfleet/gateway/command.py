@@ -1,38 +1,50 @@
 """`tritonfleet gateway`: the core, its HTTP front served by aiohttp on uvloop, its gRPC front
-beside it on the same event loop."""
+beside it on the same event loop; with the Envoy data plane, Envoy on the gateway's ports in
+front of both, which then listen on loopback ports of their own."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 from contextlib import AsyncExitStack
 from functools import partial
 
 import uvloop
 from aiohttp import web
 
-from tritonfleet.config import FleetConfig
+from tritonfleet.config import DataPlane, FleetConfig
+from tritonfleet.gateway.envoy.control import EnvoyControl
+from tritonfleet.gateway.envoy.resources import Ports
 from tritonfleet.gateway.grpc.server import GrpcServer
 from tritonfleet.gateway.http.routes import build_app
 from tritonfleet.gateway.service import open_core
 from tritonfleet.lifecycle import close_on_exit
-from tritonfleet.net import SERVER_IDLE_TIMEOUT_S
+from tritonfleet.net import SERVER_IDLE_TIMEOUT_S, free_port
 
 log = logging.getLogger(__name__)
 
 
-async def create_app(config: FleetConfig) -> web.Application:
+async def create_app(config: FleetConfig, front: Ports | None = None) -> web.Application:
     """The gateway's HTTP app, with everything it owns started; the app's cleanup closes it all.
+    With `front`, Envoy listens there, in front of this app and the gRPC server.
 
     A failure while starting closes what was started before it, and re-raises.
     """
     gw = config.gateway
     stack = AsyncExitStack()
+    envoy: EnvoyControl | None = None
     try:
         core = await open_core(config, stack)
         grpc_server = GrpcServer(core)
         close_on_exit(stack, "gRPC server", partial(grpc_server.aclose, gw.shutdown_grace_s))
         await grpc_server.start()
         app = build_app(core)
+        if front is not None:
+            envoy = EnvoyControl(config, front, core.watcher, core.metrics)
+            close_on_exit(stack, "envoy", partial(envoy.aclose, 0.0))
+            await envoy.start()
+            drain_envoy_first(envoy, gw.shutdown_grace_s)
     except BaseException:
         await stack.aclose()
         raise
@@ -53,11 +65,34 @@ async def create_app(config: FleetConfig) -> web.Application:
     return app
 
 
+def drain_envoy_first(envoy: EnvoyControl, grace_s: float) -> None:
+    """On SIGTERM or SIGINT, Envoy drains before the Python gateway stops listening: what Envoy
+    has in flight may still need a connection to it. Then the gateway stops as aiohttp does."""
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        raise web.GracefulExit  # out of the loop, as aiohttp's own handler does
+
+    def drain() -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        draining = loop.create_task(envoy.aclose(grace_s))
+        draining.add_done_callback(lambda _: loop.call_soon(stop))
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, drain)
+
+
 def serve(config: FleetConfig) -> int:
+    front = None
+    if config.gateway.data_plane is DataPlane.ENVOY:
+        config, front = behind_envoy(config)
     web.run_app(
-        create_app(config),
+        create_app(config, front),
         host=config.gateway.host,
         port=config.gateway.port,
+        # With Envoy, drain_envoy_first handles the signals.
+        handle_signals=front is None,
         loop=uvloop.new_event_loop(),
         access_log=None,
         print=None,
@@ -66,3 +101,13 @@ def serve(config: FleetConfig) -> int:
         keepalive_timeout=SERVER_IDLE_TIMEOUT_S,
     )
     return 0
+
+
+def behind_envoy(config: FleetConfig) -> tuple[FleetConfig, Ports]:
+    """The configuration of the Python gateway behind Envoy (its fronts on loopback ports), and
+    the ports of Envoy's front door (the configured ones)."""
+    gw = config.gateway
+    inner = gw.model_copy(update={"host": "127.0.0.1", "port": free_port(), "grpc_port": free_port()})
+    admin = gw.envoy_admin_port or free_port()
+    ports = Ports(gw.host, gw.port, gw.grpc_port, admin, inner.port, inner.grpc_port)
+    return config.model_copy(update={"gateway": inner}), ports

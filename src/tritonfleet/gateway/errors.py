@@ -15,6 +15,8 @@ GatewayError (500)
 ├── DeadlineExceeded (504)    the request's deadline ran out
 ├── NodeFailed (503)          a node gave no answer; routing tries another (routing.py)
 ├── GrpcBindError (500)       the gRPC port could not be bound
+├── EnvoyNotFound (500)       no Envoy binary for the Envoy data plane (envoy/binary.py)
+├── EnvoyStartError (500)     Envoy did not start, or refused its configuration
 └── GrpcAbort                 a gRPC status with no HTTP twin (grpc/errors.py)
 Scheduler errors (UnknownModel 404, NoNodeAvailable 503) are answered the same way.
 """
@@ -69,3 +71,11 @@ class DeadlineExceeded(GatewayError):
 
 class GrpcBindError(GatewayError):
     """The gRPC port could not be bound (in use, or not allowed)."""
+
+
+class EnvoyNotFound(GatewayError):
+    pass
+
+
+class EnvoyStartError(GatewayError):
+    pass

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
-from tritonfleet.config import ENV_PREFIX
+from tritonfleet.config import is_setting
 from tritonfleet.node import guard
 from tritonfleet.node.dist import TritonDist
 from tritonfleet.node.endpoints import TritonUrls
@@ -196,7 +196,7 @@ class TritonProcess:
 def triton_environment(base: Mapping[str, str]) -> dict[str, str]:
     """The manager's environment less the fleet's settings, which carry the cluster token and
     other secrets that `tritonserver` and the models it runs have no use for."""
-    return {name: value for name, value in base.items() if not name.startswith(ENV_PREFIX)}
+    return {name: value for name, value in base.items() if not is_setting(name)}
 
 
 def _hang_up_with_parent() -> None:

@@ -1,0 +1,285 @@
+"""The Envoy data plane: the process, supervised, and its dynamic configuration kept current.
+
+EnvoyControl writes the bootstrap, starts Envoy and restarts it with back-off should it die,
+and on every change of the node view rewrites the dynamic resources (resources.py), each file
+renamed into Envoy's watched directory whole. A model's cluster appears before any route to it
+and goes after its routes, so that no request is routed to a cluster Envoy does not know.
+On close, Envoy's listeners drain gracefully for the gateway's shutdown grace, then it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tritonfleet.config import FleetConfig, NodeRoute
+from tritonfleet.gateway.envoy import resources
+from tritonfleet.gateway.envoy.binary import locate
+from tritonfleet.gateway.envoy.resources import Files, Ports
+from tritonfleet.gateway.envoy.stats import EnvoyStats
+from tritonfleet.gateway.errors import EnvoyStartError
+from tritonfleet.gateway.metrics import GatewayMetrics
+from tritonfleet.health.watch import NodeWatcher
+from tritonfleet.node.backoff import Backoff
+from tritonfleet.processes import dying_with_parent
+from tritonfleet.protocol import NodeView
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 30.0
+# How long a new cluster may take to appear in Envoy before its routes are written anyway.
+CLUSTER_WAIT_S = 5.0
+RESTART_BACKOFF = Backoff(base_s=0.5, max_s=10.0)
+
+
+class EnvoyControl:
+    def __init__(
+        self, config: FleetConfig, ports: Ports, watcher: NodeWatcher, metrics: GatewayMetrics
+    ) -> None:
+        self.config = config
+        self.gw = config.gateway
+        self.ports = ports
+        self.watcher = watcher
+        self.binary = locate(self.gw.envoy_binary)
+        self.run_dir = Path(tempfile.mkdtemp(prefix="tritonfleet-envoy-"))
+        self.files = Files(str(self.run_dir / "xds"))
+        os.mkdir(self.files.directory)
+        self.admin = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.admin}", timeout=2.0)
+        # The fast path charges nothing: with payments on, every request goes through Python.
+        self.fast = not config.payments.enabled
+        self.proc: subprocess.Popen[bytes] | None = None
+        # The model clusters Envoy was given; None before the first write.
+        self._clusters: set[str] | None = None
+        self._endpoints: dict[str, Any] = {}
+        # host:port of each node as Envoy's endpoints name it, for its statistics.
+        self._node_at: dict[str, str] = {}
+        self.stats = EnvoyStats(self.admin, metrics, self._node_at.get)
+        self._changed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    async def start(self) -> None:
+        """Write the configuration, start Envoy, wait until it serves; EnvoyStartError if not."""
+        await self._apply(self.watcher.nodes)
+        bootstrap = resources.bootstrap(self.ports, self.files, self.gw, request_ids=self.fast)
+        _write(str(self.run_dir / "bootstrap.json"), bootstrap)
+        await self._launch()
+        self.watcher.subscribe(lambda nodes: self._changed.set())
+        self._tasks = [
+            asyncio.create_task(self._follow(), name="envoy config"),
+            asyncio.create_task(self._supervise(), name="envoy supervisor"),
+            asyncio.create_task(self.stats.run(), name="envoy statistics"),
+        ]
+
+    async def aclose(self, grace_s: float) -> None:
+        """Drain the listeners for up to `grace_s`, stop Envoy, remove its files; once."""
+        if self._stopping:
+            return
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(httpx.HTTPError):
+                await self.admin.post("/drain_listeners", params={"graceful": "", "inboundonly": ""})
+                await self._wait_idle(grace_s)
+            await asyncio.to_thread(_stop, self.proc)
+        await self.admin.aclose()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    async def state(self) -> str:
+        """Envoy's server state as its admin reports it (LIVE, DRAINING, ...), or why none."""
+        try:
+            return json.loads((await self.admin.get("/server_info")).text)["state"]
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            return f"unreachable ({exc!r})"
+
+    async def _launch(self) -> None:
+        log_path = self.run_dir / "envoy.log"
+        argv = [
+            str(self.binary),
+            "-c",
+            str(self.run_dir / "bootstrap.json"),
+            # Several Envoys on one host (gateways, tests) must not share a hot-restart base id.
+            "--use-dynamic-base-id",
+            "--log-level",
+            "warning",
+            "--drain-time-s",
+            str(max(1, round(self.gw.shutdown_grace_s))),
+        ]
+        if self.gw.envoy_workers:
+            argv += ["--concurrency", str(self.gw.envoy_workers)]
+        self.proc = _spawn(argv, log_path)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while await self.state() != "LIVE":
+            if self.proc.poll() is not None:
+                raise EnvoyStartError(f"envoy exited with {self.proc.returncode}:\n{_tail(log_path)}")
+            if time.monotonic() > deadline:
+                raise EnvoyStartError(f"envoy not live within {START_TIMEOUT_S} s:\n{_tail(log_path)}")
+            await asyncio.sleep(0.05)
+        log.info(
+            "envoy live",
+            extra={
+                "binary": str(self.binary),
+                "http": self.ports.http,
+                "grpc": self.ports.grpc,
+                "admin": self.ports.admin,
+            },
+        )
+
+    async def _supervise(self) -> None:
+        backoff = RESTART_BACKOFF
+        attempt = 0
+        while True:
+            assert self.proc is not None
+            started = time.monotonic()
+            status = await asyncio.to_thread(self.proc.wait)
+            if self._stopping:
+                return
+            attempt = 0 if time.monotonic() - started > backoff.max_s else attempt + 1
+            delay_s = backoff.delay_s(attempt)
+            log.error("envoy exited; restarting", extra={"status": status, "after_s": delay_s})
+            await asyncio.sleep(delay_s)
+            try:
+                await self._launch()
+            except EnvoyStartError as exc:
+                log.error("envoy restart failed", extra={"error": str(exc)})
+
+    async def _follow(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            try:
+                await self._apply(self.watcher.nodes)
+            except OSError:
+                log.exception("cannot write envoy's configuration")
+
+    async def _apply(self, nodes: Sequence[NodeView]) -> None:
+        members = resources.served(await asyncio.to_thread(_resolved, nodes))
+        for cluster_nodes in members.values():
+            for node in cluster_nodes:
+                url = node.manager_url if self.gw.node_route is NodeRoute.MANAGER else node.triton_http_url
+                self._node_at[url.split("://", 1)[1]] = node.node_id
+        names = set(members)
+        for name, cluster_nodes in members.items():
+            assignment = resources.endpoints(name, cluster_nodes, self.gw.node_route)
+            if self._endpoints.get(name) != assignment:
+                _write(self.files.endpoints(name), assignment)
+                self._endpoints[name] = assignment
+        if names == self._clusters:
+            return
+        known = self._clusters or set()
+        added, removed = names - known, known - names
+        policy = self.config.scheduler.policy
+        if added or self._clusters is None:
+            _write(self.files.clusters, resources.clusters(known | names, self.files, self.gw, policy))
+            if self.proc is not None:
+                await self._wait_clusters(added)
+        _write(self.files.routes, resources.routes(names, self.gw, self.fast))
+        if removed:
+            _write(self.files.clusters, resources.clusters(names, self.files, self.gw, policy))
+            for name in removed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.files.endpoints(name))
+                self._endpoints.pop(name, None)
+        self._clusters = names
+
+    async def _wait_clusters(self, names: set[str]) -> None:
+        deadline = time.monotonic() + CLUSTER_WAIT_S
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                known = (await self.admin.get("/clusters")).text
+                if all(f"\n{name}::" in f"\n{known}" for name in names):
+                    return
+            await asyncio.sleep(0.02)
+        log.warning("envoy did not load new clusters in time", extra={"clusters": sorted(names)})
+
+    async def _wait_idle(self, grace_s: float) -> None:
+        """Until Envoy's downstream requests in flight are none, for at most `grace_s`."""
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            stats = (await self.admin.get("/stats", params={"filter": "downstream_rq_active$"})).text
+            if all(line.rsplit(":", 1)[-1].strip() == "0" for line in stats.splitlines() if line):
+                return
+            await asyncio.sleep(0.05)
+
+
+def _resolved(nodes: Sequence[NodeView]) -> list[NodeView]:
+    """Nodes whose URLs name hosts by IP address, as Envoy's endpoints must; a node whose host
+    does not resolve is left out (and logged), not the whole view."""
+    out = []
+    for node in nodes:
+        try:
+            out.append(
+                node.model_copy(
+                    update={
+                        "triton_http_url": _by_ip(node.triton_http_url),
+                        "manager_url": _by_ip(node.manager_url),
+                    }
+                )
+            )
+        except OSError as exc:
+            log.warning(
+                "node host does not resolve; not routed by envoy",
+                extra={"node": node.node_id, "error": str(exc)},
+            )
+    return out
+
+
+def _by_ip(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    host, _, port = rest.partition("/")[0].rpartition(":")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        host = socket.gethostbyname(host)
+    return f"{scheme}://{host}:{port}"
+
+
+def _write(path: str, resource: dict[str, Any]) -> None:
+    """Whole or not at all: written beside, then renamed into the watched directory."""
+    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".", suffix=".tmp")
+    with os.fdopen(fd, "w") as out:
+        json.dump(resource, out)
+    os.replace(temporary, path)
+
+
+def _spawn(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    # From the event loop's thread, which lives as long as the gateway: the parent-death signal
+    # fires when the spawning thread ends.
+    with log_path.open("ab") as out:
+        return subprocess.Popen(
+            dying_with_parent(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    for signum, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signum)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(wait_s)
+            return
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

@@ -1,0 +1,168 @@
+"""The Envoy data plane itself: stateless inference goes from Envoy straight to Triton, the rest
+to the Python gateway; Envoy follows the node view; it never outlives its gateway. (Routing,
+failover, errors and gRPC are tested on both data planes by the other end-to-end modules.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.cluster import cluster, simple_body
+from tritonfleet.net import free_port
+from tritonfleet.up.cluster import LocalCluster
+
+ADMIN_PORT = free_port()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    local = cluster(
+        tmp_path_factory.mktemp("envoy"),
+        {"node-1": ["simple"], "node-2": ["simple", "latency"]},
+        gateway={"data_plane": "envoy", "envoy_admin_port": ADMIN_PORT},
+    )
+    try:
+        local.start()
+        yield local
+    finally:
+        local.stop()
+
+
+def envoy_stat(name: str) -> int:
+    stats = httpx.get(f"http://127.0.0.1:{ADMIN_PORT}/stats", params={"filter": f"^{name}$"}).text
+    return int(stats.split(":")[1]) if stats else 0
+
+
+def python_served(fleet: LocalCluster, route: str) -> float:
+    """Requests the Python gateway answered on a route template, from its own metrics."""
+    text = httpx.get(f"{fleet.gateway_url}/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("tritonfleet_gateway_http_requests_total{") and f'route="{route}"' in line
+    )
+
+
+def envoys_of(pid: int) -> list[int]:
+    """Envoy processes whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid and (entry / "comm").read_text().strip() == "envoy":
+                    found.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+def test_stateless_inference_goes_from_envoy_straight_to_triton(fleet: LocalCluster) -> None:
+    before_envoy = envoy_stat("cluster.model.simple.upstream_rq_total")
+    before_python = python_served(fleet, "/v2/models/{model}/infer")
+    nodes = set()
+    for _ in range(10):
+        answer = httpx.post(f"{fleet.gateway_url}/v2/models/simple/infer", json=simple_body(1))
+        assert answer.status_code == 200
+        nodes.add(answer.headers["X-Tritonfleet-Node"])
+    assert nodes == {"node-1", "node-2"}, "round robin over the nodes serving it"
+    assert envoy_stat("cluster.model.simple.upstream_rq_total") - before_envoy == 10
+    assert python_served(fleet, "/v2/models/{model}/infer") == before_python, "Python saw none"
+    wait_until(lambda: upstream_successes(fleet) >= 10, "the gateway's metrics count them, by node")
+
+
+def upstream_successes(fleet: LocalCluster) -> float:
+    text = httpx.get(f"{fleet.gateway_url}/metrics").text
+    by_node = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("tritonfleet_gateway_upstream_requests_total{") and 'outcome="success"' in line
+    ]
+    return sum(by_node) if len(by_node) == 2 else 0.0
+
+
+def test_a_model_on_one_node_has_a_cluster_of_that_node(fleet: LocalCluster) -> None:
+    for _ in range(4):
+        answer = httpx.post(f"{fleet.gateway_url}/v2/models/latency/versions/1/infer", json=latency_body())
+        assert (answer.status_code, answer.headers["X-Tritonfleet-Node"]) == (200, "node-2"), answer.text
+    assert envoy_stat("cluster.model.latency.v1.upstream_rq_total") >= 4
+
+
+def test_envoy_follows_the_node_view(fleet: LocalCluster) -> None:
+    """A node that leaves is out of Envoy's clusters; one that comes back is in again."""
+    fleet.nodes["node-1"].signal(signal.SIGTERM)
+    fleet.nodes["node-1"].wait_or_kill(30)
+    fleet.wait_gateway_sees({"node-2"}, 20)
+    wait_until(lambda: envoy_stat("cluster.model.simple.membership_total") == 1, "node-1 out of the cluster")
+    served = {
+        httpx.post(f"{fleet.gateway_url}/v2/models/simple/infer", json=simple_body(1)).headers[
+            "X-Tritonfleet-Node"
+        ]
+        for _ in range(4)
+    }
+    assert served == {"node-2"}
+    fleet.nodes["node-1"].start()
+    fleet.wait_gateway_sees({"node-1", "node-2"}, 60)
+    wait_until(lambda: envoy_stat("cluster.model.simple.membership_total") == 2, "node-1 back in")
+
+
+def test_sigterm_drains_envoy_then_the_python_gateway_without_a_failed_request(fleet: LocalCluster) -> None:
+    """Requests through Envoy to the Python gateway (statistics) in flight at SIGTERM are answered;
+    afterwards connections are refused, and nothing of the gateway is left running."""
+    answers: list[int] = []
+    stopping = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=10) as http:
+            while not stopping.is_set():
+                try:
+                    answers.append(http.get(f"{fleet.gateway_url}/v2/models/simple/stats").status_code)
+                except httpx.TransportError:
+                    return  # refused, or closed between requests: the gateway has gone
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    (envoy,) = envoys_of(fleet.gateway.pid)
+    fleet.gateway.signal(signal.SIGTERM)
+    assert fleet.gateway.wait_or_kill(30) == 0
+    stopping.set()
+    for thread in threads:
+        thread.join()
+    assert answers and set(answers) == {200}
+    assert not Path(f"/proc/{envoy}").exists() or zombie(envoy)
+    fleet.gateway.start()
+    fleet.wait_gateway_sees({"node-1", "node-2"}, 60)
+
+
+def test_a_killed_gateway_takes_its_envoy_with_it(fleet: LocalCluster) -> None:
+    (envoy,) = envoys_of(fleet.gateway.pid)
+    os.kill(fleet.gateway.pid, signal.SIGKILL)
+    fleet.gateway.wait_or_kill(10)
+    wait_until(lambda: not Path(f"/proc/{envoy}").exists() or zombie(envoy), "envoy gone")
+
+
+def zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def latency_body() -> dict[str, object]:
+    return {"inputs": [{"name": "INPUT0", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]}
+
+
+def wait_until(done: object, what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        time.sleep(0.05)

@@ -1,0 +1,100 @@
+"""Envoy's configuration from the settings and the node view (the real Envoy runs in
+tests/e2e/test_envoy.py and in every end-to-end module parametrized over the data planes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.scheduler.fakes import node
+from tritonfleet.config import GatewayConfig, NodeRoute, Policy
+from tritonfleet.gateway.envoy import resources
+from tritonfleet.gateway.envoy.resources import Files
+from tritonfleet.protocol import NodeHealth, NodeState
+
+FILES = Files("/run/xds")
+
+
+def route_table(names: list[str], fast: bool = True) -> list[dict[str, Any]]:
+    table = resources.routes(names, GatewayConfig(), fast)["resources"][0]
+    return table["virtual_hosts"][0]["routes"]
+
+
+def test_each_model_and_model_version_gets_a_cluster_of_the_nodes_serving_it() -> None:
+    a = node("a", "simple").model_copy(update={"triton_http_url": "http://10.0.0.1:8000"})
+    b = node("b", "simple", "digits").model_copy(update={"triton_http_url": "http://10.0.0.2:8000"})
+    members = resources.served([a, b])
+    assert {name: [n.node_id for n in nodes] for name, nodes in members.items()} == {
+        "model.simple": ["a", "b"],
+        "model.simple.v1": ["a", "b"],
+        "model.digits": ["b"],
+        "model.digits.v1": ["b"],
+    }
+    (assignment,) = resources.endpoints("model.digits", members["model.digits"], NodeRoute.TRITON)[
+        "resources"
+    ]
+    (endpoint,) = assignment["endpoints"][0]["lb_endpoints"]
+    assert endpoint["endpoint"]["address"]["socket_address"] == {"address": "10.0.0.2", "port_value": 8000}
+    assert endpoint["metadata"]["filter_metadata"]["tritonfleet"] == {"node_id": "b"}
+
+
+def test_nodes_that_cannot_serve_and_names_that_cannot_be_routed_as_they_are_get_no_cluster() -> None:
+    sick = node("sick", "simple", health=NodeHealth.UNHEALTHY)
+    starting = node("starting", "simple", state=NodeState.STARTING)
+    odd = node("odd", "my model")
+    assert resources.served([sick, starting, odd]) == {}
+
+
+def test_the_fast_routes_come_before_the_python_gateway_and_only_when_fast() -> None:
+    table = route_table(["model.simple", "model.simple.v1"])
+    assert [(r["match"].get("path") or r["match"]["prefix"], r["route"]["cluster"]) for r in table] == [
+        ("/v2/models/simple/infer", "model.simple"),
+        ("/v2/models/simple/versions/1/infer", "model.simple.v1"),
+        ("/", resources.PYTHON_HTTP),
+    ]
+    assert [r["route"]["cluster"] for r in route_table(["model.simple"], fast=False)] == [
+        resources.PYTHON_HTTP
+    ]
+
+
+def test_a_fast_route_retries_on_another_node_before_any_answer() -> None:
+    retry = route_table(["model.simple"])[0]["route"]["retry_policy"]
+    assert set(retry["retry_on"].split(",")) == {
+        "connect-failure",
+        "refused-stream",
+        "reset",
+        "retriable-status-codes",
+    }
+    assert retry["retriable_status_codes"] == [503]
+    assert retry["num_retries"] == GatewayConfig().max_attempts - 1
+    assert retry["retry_host_predicate"][0]["name"] == "envoy.retry_host_predicates.previous_hosts"
+
+
+@pytest.mark.parametrize(
+    ("policy", "balancer", "settings"),
+    [
+        (Policy.ROUND_ROBIN, "round_robin", {}),
+        (Policy.P2C, "least_request", {"choice_count": 2}),
+        (Policy.LEAST_OUTSTANDING, "least_request", {"selection_method": "FULL_SCAN"}),
+    ],
+)
+def test_each_policy_maps_onto_an_envoy_balancer(
+    policy: Policy, balancer: str, settings: dict[str, Any]
+) -> None:
+    (cluster,) = resources.clusters(["model.simple"], FILES, GatewayConfig(), policy)["resources"]
+    (chosen,) = cluster["load_balancing_policy"]["policies"]
+    assert chosen["typed_extension_config"]["name"] == balancer
+    assert settings.items() <= chosen["typed_extension_config"]["typed_config"].items()
+    assert cluster["eds_cluster_config"]["eds_config"]["path_config_source"]["path"] == FILES.endpoints(
+        "model.simple"
+    )
+
+
+def test_a_failing_node_is_ejected_at_once_with_the_gateways_back_off() -> None:
+    gw = GatewayConfig(eject_after_failures=1, eject_base_s=2.0, eject_max_s=40.0)
+    (cluster,) = resources.clusters(["model.simple"], FILES, gw, Policy.ROUND_ROBIN)["resources"]
+    outlier = cluster["outlier_detection"]
+    assert outlier["consecutive_local_origin_failure"] == outlier["consecutive_gateway_failure"] == 1
+    assert (outlier["base_ejection_time"], outlier["max_ejection_time"]) == ("2.000s", "40.000s")
+    assert outlier["enforcing_consecutive_5xx"] == 0, "a model's own 500 is no node failure"
