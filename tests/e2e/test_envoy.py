@@ -71,6 +71,8 @@ def test_stateless_inference_goes_from_envoy_straight_to_triton(fleet: LocalClus
     for _ in range(10):
         answer = httpx.post(f"{fleet.gateway_url}/v2/models/simple/infer", json=simple_body(1))
         assert answer.status_code == 200
+        assert "server" not in answer.headers, "a Triton sends none"
+        assert not [name for name in answer.headers if name.startswith("x-envoy")]
         nodes.add(answer.headers["X-Tritonfleet-Node"])
     assert nodes == {"node-1", "node-2"}, "round robin over the nodes serving it"
     assert envoy_stat("cluster.model.simple.upstream_rq_total") - before_envoy == 10

@@ -60,6 +60,12 @@ _NO_CIRCUIT_BREAKER = {
         }
     ]
 }
+# No `x-envoy-*` header reaches a client or a node: what the gateway answers is what a Triton
+# answers (and `server` is passed through from the node, which sends none).
+_ROUTER_FILTER = {
+    "name": "envoy.filters.http.router",
+    "typed_config": {"@type": _ROUTER, "suppress_envoy_headers": True},
+}
 _BUFFER = f"{_TYPES}.extensions.filters.http.buffer.v3.Buffer"
 _BUFFER_PER_ROUTE = f"{_TYPES}.extensions.filters.http.buffer.v3.BufferPerRoute"
 _LUA = f"{_TYPES}.extensions.filters.http.lua.v3.Lua"
@@ -316,8 +322,9 @@ def _http_manager(files: Files, gw: GatewayConfig, request_ids: bool) -> dict[st
                 "name": "envoy.filters.http.lua",
                 "typed_config": {"@type": _LUA, "default_source_code": {"inline_string": _CLIENTS_MISTAKE}},
             },
-            {"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}},
+            _ROUTER_FILTER,
         ],
+        "server_header_transformation": "PASS_THROUGH",
         "generate_request_id": request_ids,
         "preserve_external_request_id": True,
         "always_set_request_id_in_response": True,
@@ -345,8 +352,9 @@ def _grpc_manager(gw: GatewayConfig) -> dict[str, Any]:
                 }
             ],
         },
-        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}}],
+        "http_filters": [_ROUTER_FILTER],
         "http2_protocol_options": {},
+        "server_header_transformation": "PASS_THROUGH",
         "stream_idle_timeout": "0s",
         "request_headers_timeout": _duration(10.0),
     }
