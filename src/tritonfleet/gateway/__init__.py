@@ -7,6 +7,17 @@
     errors.py     the gateway's own answers, as HTTP statuses
     http/         the HTTP front: routes, forwarding, cluster-wide answers
     grpc/         the gRPC front: routes, forwarding, streams and their charges, wire format
+    envoy/        the Envoy data plane: its process and configuration
 
 docs/architecture.md traces one request through these.
 """
+
+import os
+
+# The gateway starts processes (Envoy, the charge writer) while its gRPC server runs. gRPC's
+# fork support re-creates its pollers around every fork, and a poller a thread is waiting on
+# then fails (`epoll_wait error: Bad file descriptor`) and aborts the gateway. Its children
+# never use gRPC (they exec at once), so they need no fork support. Read when grpc is first
+# imported: the gateway's modules import it after this.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
