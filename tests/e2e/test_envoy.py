@@ -30,6 +30,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     )
     try:
         local.start()
+        # The gateway sees the nodes before Envoy has their clusters: until then the Python
+        # gateway serves their requests (right, but not what these tests look at).
+        wait_until(lambda: envoy_stat("cluster.model.simple.membership_total") == 2, "envoy has both nodes")
+        wait_until(lambda: envoy_stat("cluster.model.latency.v1.membership_total") == 1, "and latency's")
         yield local
     finally:
         local.stop()
