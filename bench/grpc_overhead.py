@@ -6,7 +6,10 @@ One Triton node serving `simple`, one gateway in front of it (payments off: this
 routing costs). The load generator is `tritonclient.grpc.aio`, in this process, with N tasks
 each sending `ModelInfer` back to back on one client (one HTTP/2 connection), the inputs built
 once: closed-loop at 1 and 4 tasks (p50/p99 latency) and 16 tasks (requests per second).
-A third target, `bare_proxy`, is a grpc.aio proxy with no logic at all (this module run with
+The gateway runs twice: `gateway`, the Python data plane, and `gateway_envoy`, Envoy in front
+of the Python gateway (one worker; its CPU counted with the gateway's), which sends `ModelInfer`
+straight to Triton on the model a Lua filter reads from the message.
+Another target, `bare_proxy`, is a grpc.aio proxy with no logic at all (this module run with
 `--bare-proxy PORT UPSTREAM`, on uvloop as the gateway): the floor of any Python gRPC proxy, to
 tell what grpcio itself costs from what the gateway adds. Rounds interleave the targets so that
 drift of the machine hits them alike; the summary shows each figure's median over rounds, and
@@ -40,6 +43,7 @@ import uvloop
 from tritonclient.utils import InferenceServerException
 
 from bench.fixture import python_data_plane
+from bench.overhead import extra_gateway
 from bench.scenario import RESULTS, scenario_main
 from tests.e2e.cluster import cluster
 from tritonfleet.gateway.grpc.channels import SERVICE
@@ -47,6 +51,8 @@ from tritonfleet.net import free_port
 from tritonfleet.processes import ServiceProcess
 from tritonfleet.up.cluster import LocalCluster
 
+# The processes a target adds to the request path; none for Triton itself.
+Pids = tuple[int, ...]
 # (name, concurrent tasks): two closed-loop latency loads, then saturation.
 LOADS = (("c1", 1), ("c4", 4), ("c16", 16))
 WARMUP_S = 1.0
@@ -77,8 +83,9 @@ class Drove:
     cpu_s: float | None
 
 
-async def drive(address: str, tasks: int, duration_s: float, pid: int | None) -> Drove:
-    """Warm up, then load the target for `duration_s`; `pid`'s CPU time is read around that."""
+async def drive(address: str, tasks: int, duration_s: float, pids: Pids) -> Drove:
+    """Warm up, then load the target for `duration_s`; the CPU time of `pids` (the target's
+    processes) is read around that."""
     client = grpcclient.InferenceServerClient(address)
     inputs = simple_inputs()
     latencies: list[float] = []
@@ -98,11 +105,11 @@ async def drive(address: str, tasks: int, duration_s: float, pid: int | None) ->
         await asyncio.gather(*(worker(time.perf_counter() + WARMUP_S) for _ in range(tasks)))
         latencies.clear()
         errors = 0
-        cpu_before = cpu_s(pid) if pid else 0.0
+        cpu_before = sum(map(cpu_s, pids))
         began = time.perf_counter()
         await asyncio.gather(*(worker(began + duration_s) for _ in range(tasks)))
         elapsed_s = time.perf_counter() - began
-        cpu_used = cpu_s(pid) - cpu_before if pid else None
+        cpu_used = sum(map(cpu_s, pids)) - cpu_before if pids else None
         return Drove(latencies, errors, elapsed_s, cpu_used)
     finally:
         await client.close()
@@ -114,8 +121,8 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure_once(address: str, tasks: int, duration_s: float, pid: int | None) -> Run:
-    drove = uvloop.run(drive(address, tasks, duration_s, pid))
+def measure_once(address: str, tasks: int, duration_s: float, pids: Pids) -> Run:
+    drove = uvloop.run(drive(address, tasks, duration_s, pids))
     ordered = sorted(drove.latencies_s) or [float("nan")]
     count = len(drove.latencies_s)
     return Run(
@@ -127,14 +134,14 @@ def measure_once(address: str, tasks: int, duration_s: float, pid: int | None) -
     )
 
 
-def measure(targets: dict[str, tuple[str, int | None]], duration_s: float, rounds: int) -> dict[str, Any]:
+def measure(targets: dict[str, tuple[str, Pids]], duration_s: float, rounds: int) -> dict[str, Any]:
     runs: dict[str, dict[str, list[Run]]] = {name: {load: [] for load, _ in LOADS} for name in targets}
     for round_number in range(1, rounds + 1):
         for load, tasks in LOADS:
-            for name, (address, pid) in targets.items():
-                run = measure_once(address, tasks, duration_s, pid)
+            for name, (address, pids) in targets.items():
+                run = measure_once(address, tasks, duration_s, pids)
                 runs[name][load].append(run)
-                print(f"round {round_number} {load:>4} {name:>8}: {run.rps:8.1f} rps  p50 {run.p50_ms} ms")
+                print(f"round {round_number} {load:>4} {name:>13}: {run.rps:8.1f} rps  p50 {run.p50_ms} ms")
     return runs
 
 
@@ -167,7 +174,7 @@ def summarize(runs: dict[str, dict[str, list[Run]]]) -> dict[str, Any]:
 
 def table(summary: dict[str, Any]) -> str:
     header = ("load", "target", "rps", "p50 ms", "p99 ms", "cpu us/req", "x direct")
-    widths = (5, 10, 9, 8, 8, 10, 9)
+    widths = (5, 13, 9, 8, 8, 10, 9)
     lines = [" ".join(f"{title:>{width}}" for title, width in zip(header, widths, strict=True))]
     for load, _ in LOADS:
         for name, by_load in summary["targets"].items():
@@ -175,7 +182,7 @@ def table(summary: dict[str, Any]) -> str:
             cpu = row["cpu_us_per_request"]
             ratio = summary["ratios"].get(name, {}).get(load, {}).get("rps_over_direct", 1.0)
             lines.append(
-                f"{load:>5} {name:>10} {row['rps']:9.1f} {row['p50_ms']:8.3f} {row['p99_ms']:8.3f} "
+                f"{load:>5} {name:>13} {row['rps']:9.1f} {row['p50_ms']:8.3f} {row['p99_ms']:8.3f} "
                 f"{'' if cpu is None else f'{cpu:.0f}':>10} {ratio:9.3f}"
             )
     return "\n".join(lines)
@@ -196,10 +203,13 @@ def run(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> dic
     gateway = f"{fleet.config.gateway.host}:{fleet.config.gateway.grpc_port}"
     direct = triton_grpc_address(fleet)
     bare = stack.enter_context(bare_proxy(direct, fleet.state_dir / "logs"))
-    targets = {
-        "direct": (direct, None),
-        "gateway": (gateway, fleet.gateway.pid),
-        "bare_proxy": (bare.address, bare.pid),
+    # Envoy's data plane, one worker (its CPU counted with the gateway's): gRPC's fast path.
+    envoy = stack.enter_context(extra_gateway(fleet, "gateway_envoy", data_plane="envoy", envoy_workers="1"))
+    targets: dict[str, tuple[str, Pids]] = {
+        "direct": (direct, ()),
+        "gateway": (gateway, (fleet.gateway.pid,)),
+        "gateway_envoy": (f"127.0.0.1:{envoy.grpc_port}", tuple(envoy.pids.values())),
+        "bare_proxy": (bare.address, (bare.pid,)),
     }
     print(
         f"measuring {', '.join(targets)}: {args.rounds} rounds of {args.duration_s:g} s per load", flush=True

@@ -146,6 +146,7 @@ class Target:
     # counted per request, and with --profile the Python ones are sampled.
     pids: dict[str, int] = field(default_factory=dict)
     python: bool = True
+    grpc_port: int = 0
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -193,11 +194,11 @@ def service(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> I
 @contextlib.contextmanager
 def extra_gateway(fleet: LocalCluster, name: str, **settings: str) -> Iterator[Target]:
     """One more gateway process of the same cluster, with some [gateway] keys changed."""
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     env = {
         **fleet.env,
         "TRITONFLEET_GATEWAY_PORT": str(port),
-        "TRITONFLEET_GATEWAY_GRPC_PORT": str(free_port()),
+        "TRITONFLEET_GATEWAY_GRPC_PORT": str(grpc_port),
     }
     env.update({f"TRITONFLEET_GATEWAY_{key.upper()}": value for key, value in settings.items()})
     argv = [sys.executable, "-m", "tritonfleet", "gateway"]
@@ -209,7 +210,17 @@ def extra_gateway(fleet: LocalCluster, name: str, **settings: str) -> Iterator[T
         for child in children(proc.pid):
             if Path(f"/proc/{child}/comm").read_text().strip() == "envoy":
                 pids["envoy"] = child
-        yield Target(name, url, pids)
+                wait_envoy_routes(url, fleet.cluster_auth, proc)
+        yield Target(name, url, pids, grpc_port=grpc_port)
+
+
+def wait_envoy_routes(url: str, auth: dict[str, str], proc: ServiceProcess, timeout_s: float = 30.0) -> None:
+    """Until Envoy itself routes to the nodes: before, the Python gateway behind it serves."""
+    deadline = time.monotonic() + timeout_s
+    while not httpx.get(f"{url}/v1/nodes", headers=auth, timeout=5.0).json()["envoy"]["routed"]:
+        if time.monotonic() > deadline or not proc.alive():
+            raise RuntimeError(f"envoy did not route to a node within {timeout_s} s:\n{proc.tail()}")
+        time.sleep(0.1)
 
 
 @contextlib.contextmanager

@@ -38,7 +38,11 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str, str]] = {
         "tritonfleet.up.command:serve",
         "Run a whole local cluster.",
     ),
-    "status": ((), "tritonfleet.health.status:serve", "Print the table of nodes."),
+    "status": (
+        ("gateway",),
+        "tritonfleet.health.status:serve",
+        "Print the table of nodes, and the gateway's data plane.",
+    ),
     "token-manager": (
         ("token_manager", "payments", "chain"),
         "tritonfleet.token_manager.command:serve",

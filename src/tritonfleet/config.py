@@ -143,6 +143,14 @@ class DataPlane(StrEnum):
     PYTHON = "python"
 
 
+class AccessLog(StrEnum):
+    """Which requests get a line in the gateway's access log: none, a random fraction, all."""
+
+    OFF = "off"
+    SAMPLED = "sampled"
+    ALL = "all"
+
+
 class GatewayConfig(Section):
     host: str = "127.0.0.1"
     port: int = 8080
@@ -176,6 +184,39 @@ class GatewayConfig(Section):
     fan_out_timeout_s: float = 5.0
     # On shutdown, how long requests and streams in flight may take to finish before they are cancelled.
     shutdown_grace_s: float = 10.0
+    # One JSON line a request (request id, route, model, node, status, duration), Python's and
+    # Envoy's fast path alike; each costs CPU on the hot path. `sampled`: a random
+    # access_log_sample of the requests (0 < x <= 1).
+    access_log: AccessLog = AccessLog.ALL
+    access_log_sample: float = 0.01
+    # None: on stderr with the other logs. A file: rolled over to `.1` ... `.<backups>` past
+    # max_bytes, Envoy's lines in it included (the gateway owns the rotation).
+    access_log_file: Path | None = None
+    access_log_max_bytes: int = 64 * 1024 * 1024
+    access_log_backups: int = 3
+    # TLS on port and grpc_port (Envoy serves it with the Envoy data plane): a PEM certificate
+    # chain, leaf first, and its private key. Neither: plaintext. Read at start only.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_cert_with_its_key(self) -> GatewayConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError(
+                "gateway.tls_cert_file and gateway.tls_key_file go together: set both or neither"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _access_log_bounds(self) -> GatewayConfig:
+        if not 0 < self.access_log_sample <= 1:
+            raise ValueError(
+                f"gateway.access_log_sample: a fraction, 0 < x <= 1, not {self.access_log_sample}"
+            )
+        # A rotating file with no backup or no size would never roll over, and grow as today.
+        if self.access_log_max_bytes < 1 or self.access_log_backups < 1:
+            raise ValueError("gateway.access_log_max_bytes and access_log_backups: at least 1 each")
+        return self
 
 
 class NodeConfig(Section):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import socket
+import ssl
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -57,3 +58,14 @@ def host_port(url: str) -> str:
     """`host:port` of a URL, as gRPC clients and tritonclient want it."""
     parts = urlsplit(url if "://" in url else f"http://{url}")
     return f"{parts.hostname}:{parts.port}"
+
+
+def trusting(cert_file: Path | None) -> ssl.SSLContext | bool:
+    """What a check of our own TLS gateway trusts (`up`, `tritonfleet status`): the very
+    certificate it was given, whoever signed it; with none, the system's authorities."""
+    if cert_file is None:
+        return True
+    context = ssl.create_default_context(cafile=cert_file)
+    # The certificate itself is the trust anchor, not only a self-signed root.
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context

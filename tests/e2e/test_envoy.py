@@ -11,8 +11,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
+import numpy as np
 import pytest
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from tests.e2e.cluster import cluster, simple_body
 from tritonfleet.net import free_port
@@ -34,6 +37,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         # gateway serves their requests (right, but not what these tests look at).
         wait_until(lambda: envoy_stat("cluster.model.simple.membership_total") == 2, "envoy has both nodes")
         wait_until(lambda: envoy_stat("cluster.model.latency.v1.membership_total") == 1, "and latency's")
+        wait_until(lambda: envoy_stat("cluster.grpc.simple.membership_total") == 2, "and gRPC's")
         yield local
     finally:
         local.stop()
@@ -44,14 +48,18 @@ def envoy_stat(name: str) -> int:
     return int(stats.split(":")[1]) if stats else 0
 
 
+def gateway_metric(fleet: LocalCluster, name: str, **labels: str) -> float:
+    """A sample of the gateway's /metrics (0 when absent)."""
+    wanted = "{" + ",".join(f'{key}="{value}"' for key, value in sorted(labels.items())) + "}"
+    for line in httpx.get(f"{fleet.gateway_url}/metrics").text.splitlines():
+        if line.startswith(f"{name}{wanted} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def python_served(fleet: LocalCluster, route: str) -> float:
-    """Requests the Python gateway answered on a route template, from its own metrics."""
-    text = httpx.get(f"{fleet.gateway_url}/metrics").text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("tritonfleet_gateway_http_requests_total{") and f'route="{route}"' in line
-    )
+    """Requests the Python gateway answered on a route, from the latency it alone measures."""
+    return gateway_metric(fleet, "tritonfleet_gateway_request_duration_seconds_count", route=route)
 
 
 def envoys_of(pid: int) -> list[int]:
@@ -70,7 +78,8 @@ def envoys_of(pid: int) -> list[int]:
 
 def test_stateless_inference_goes_from_envoy_straight_to_triton(fleet: LocalCluster) -> None:
     before_envoy = envoy_stat("cluster.model.simple.upstream_rq_total")
-    before_python = python_served(fleet, "/v2/models/{model}/infer")
+    before_python = python_served(fleet, "infer")
+    counted = gateway_metric(fleet, "tritonfleet_gateway_requests_total", route="infer", code="200")
     nodes = set()
     for _ in range(10):
         answer = httpx.post(f"{fleet.gateway_url}/v2/models/simple/infer", json=simple_body(1))
@@ -80,8 +89,61 @@ def test_stateless_inference_goes_from_envoy_straight_to_triton(fleet: LocalClus
         nodes.add(answer.headers["X-Tritonfleet-Node"])
     assert nodes == {"node-1", "node-2"}, "round robin over the nodes serving it"
     assert envoy_stat("cluster.model.simple.upstream_rq_total") - before_envoy == 10
-    assert python_served(fleet, "/v2/models/{model}/infer") == before_python, "Python saw none"
+    assert python_served(fleet, "infer") == before_python, "Python saw none"
     wait_until(lambda: upstream_successes(fleet) >= 10, "the gateway's metrics count them, by node")
+    wait_until(
+        lambda: (
+            gateway_metric(fleet, "tritonfleet_gateway_requests_total", route="infer", code="200")
+            >= counted + 10
+        ),
+        "and by the status the client got",
+    )
+
+
+def test_grpc_inference_goes_from_envoy_straight_to_triton_by_the_model_in_the_message(
+    fleet: LocalCluster,
+) -> None:
+    before_envoy = envoy_stat("cluster.grpc.simple.upstream_rq_total")
+    before_python = python_served(fleet, "grpc:ModelInfer")
+    counted = gateway_metric(fleet, "tritonfleet_gateway_requests_total", route="grpc:ModelInfer", code="OK")
+    channel = grpc.insecure_channel(f"{fleet.config.gateway.host}:{fleet.config.gateway.grpc_port}")
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    nodes = set()
+    for index in range(6):
+        answer, call = stub.ModelInfer.with_call(
+            simple_request(), metadata=(("x-request-id", f"fast-{index}"),), timeout=10
+        )
+        assert list(np.frombuffer(answer.raw_output_contents[0], dtype=np.int32)) == [2] * 16
+        trailing = dict(call.trailing_metadata())
+        assert trailing["x-request-id"] == f"fast-{index}", "as the Python gateway answers"
+        nodes.add(trailing["x-tritonfleet-node"])
+    # The version routes too; a model no node has, and a message Envoy cannot read, go to the
+    # Python gateway, which answers as a Triton.
+    stub.ModelInfer(simple_request(version="1"), timeout=10)
+    with pytest.raises(grpc.RpcError) as unknown:
+        stub.ModelInfer(service_pb2.ModelInferRequest(model_name="nope"), timeout=10)
+    assert unknown.value.code() is grpc.StatusCode.NOT_FOUND
+    assert "Request for unknown model: 'nope' is not found" in str(unknown.value.details())
+    channel.close()
+    assert nodes == {"node-1", "node-2"}
+    assert envoy_stat("cluster.grpc.simple.upstream_rq_total") - before_envoy == 6
+    assert envoy_stat("cluster.grpc.simple.v1.upstream_rq_total") >= 1
+    assert python_served(fleet, "grpc:ModelInfer") == before_python + 1, "Python saw the unknown one"
+    wait_until(
+        lambda: (
+            gateway_metric(fleet, "tritonfleet_gateway_requests_total", route="grpc:ModelInfer", code="OK")
+            >= counted + 7
+        ),
+        "the gateway's metrics count them by gRPC status",
+    )
+
+
+def simple_request(version: str = "") -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name="simple", model_version=version)
+    for name in ("INPUT0", "INPUT1"):
+        request.inputs.add(name=name, datatype="INT32", shape=[1, 16])
+        request.raw_input_contents.append(np.ones(16, dtype=np.int32).tobytes())
+    return request
 
 
 def upstream_successes(fleet: LocalCluster) -> float:

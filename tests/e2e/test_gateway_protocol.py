@@ -16,6 +16,7 @@ import tritonclient.http as httpclient
 from sklearn.datasets import load_digits
 
 from tests.e2e.cluster import DATA_PLANES, cluster, simple_body
+from tritonfleet.config import DataPlane
 from tritonfleet.protocol import RegisterResponse
 from tritonfleet.up.cluster import LocalCluster
 
@@ -213,7 +214,10 @@ def test_registration_without_the_cluster_token_is_rejected(fleet: LocalCluster)
 
 def test_status_prints_a_table_of_the_nodes(fleet: LocalCluster) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "tritonfleet", "status", "--health-urls", fleet.health_url],
+        [
+            *(sys.executable, "-m", "tritonfleet", "status", "--health-urls", fleet.health_url),
+            *("--port", str(fleet.config.gateway.port)),
+        ],
         env=fleet.env,  # the cluster token
         capture_output=True,
         text=True,
@@ -222,6 +226,13 @@ def test_status_prints_a_table_of_the_nodes(fleet: LocalCluster) -> None:
     ).stdout
     assert out.splitlines()[0].split()[:3] == ["NODE", "ADDRESS", "STATE"]
     assert "node-1" in out and "node-2" in out and "simple:1" in out
+    gateway = out.splitlines()[-1]
+    if fleet.config.gateway.data_plane is DataPlane.ENVOY:
+        # (Other tests of the module register nodes of their own.)
+        assert "envoy 1.40.0 LIVE, routing to " in gateway and "(admin 127.0.0.1:" in gateway, gateway
+        assert "node-1" in gateway and "node-2" in gateway
+    else:
+        assert "python data plane, 2 nodes in view" in gateway, gateway
 
 
 def test_a_request_past_its_deadline_gets_504(fleet: LocalCluster) -> None:

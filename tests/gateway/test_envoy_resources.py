@@ -98,3 +98,49 @@ def test_a_failing_node_is_ejected_at_once_with_the_gateways_back_off() -> None:
     assert outlier["consecutive_local_origin_failure"] == outlier["consecutive_gateway_failure"] == 1
     assert (outlier["base_ejection_time"], outlier["max_ejection_time"]) == ("2.000s", "40.000s")
     assert outlier["enforcing_consecutive_5xx"] == 0, "a model's own 500 is no node failure"
+
+
+def test_grpc_clusters_reach_tritons_grpc_port_over_http2() -> None:
+    a = node("a", "simple").model_copy(
+        update={"triton_http_url": "http://10.0.0.1:8000", "triton_grpc_url": "grpc://10.0.0.1:8001"}
+    )
+    members = resources.served([a])
+    assert set(members) == {"model.simple", "model.simple.v1", "grpc.simple", "grpc.simple.v1"}
+    (assignment,) = resources.endpoints("grpc.simple", members["grpc.simple"], NodeRoute.MANAGER)["resources"]
+    (endpoint,) = assignment["endpoints"][0]["lb_endpoints"]
+    assert endpoint["endpoint"]["address"]["socket_address"] == {"address": "10.0.0.1", "port_value": 8001}
+    (cluster,) = resources.clusters(["grpc.simple"], FILES, GatewayConfig(), Policy.P2C)["resources"]
+    options = cluster["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ]
+    assert "http2_protocol_options" in options["explicit_http_config"]
+
+
+def grpc_table(names: list[str], fast: bool = True) -> list[dict[str, Any]]:
+    table = resources.grpc_routes(names, GatewayConfig(), fast)["resources"][0]
+    return table["virtual_hosts"][0]["routes"]
+
+
+def test_grpc_model_infer_is_routed_on_the_model_the_lua_filter_reads_then_to_python() -> None:
+    table = grpc_table(["grpc.simple", "grpc.simple.v1", "model.simple"])
+    assert [r["route"]["cluster"] for r in table] == [
+        "grpc.simple",
+        "grpc.simple.v1",
+        resources.PYTHON_GRPC,
+        resources.PYTHON_GRPC,
+    ]
+    unversioned, versioned, python_infer, python_rest = table
+    assert unversioned["match"]["headers"] == [
+        {"name": resources.MODEL_HEADER, "string_match": {"exact": "simple"}},
+        {"name": resources.VERSION_HEADER, "present_match": True, "invert_match": True},
+    ]
+    assert versioned["match"]["headers"][1] == {
+        "name": resources.VERSION_HEADER,
+        "string_match": {"exact": "1"},
+    }
+    assert "unavailable" in unversioned["route"]["retry_policy"]["retry_on"].split(",")
+    # Only ModelInfer is buffered and read; streams and the rest pass through as they come.
+    assert python_infer["match"] == {"path": resources.GRPC_INFER}
+    assert "typed_per_filter_config" not in python_infer
+    assert python_rest["typed_per_filter_config"]["envoy.filters.http.buffer"]["disabled"]
+    assert [r["route"]["cluster"] for r in grpc_table(["grpc.simple"], fast=False)] == [resources.PYTHON_GRPC]

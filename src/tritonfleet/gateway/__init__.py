@@ -20,4 +20,3 @@ import os
 # never use gRPC (they exec at once), so they need no fork support. Read when grpc is first
 # imported: the gateway's modules import it after this.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
-

@@ -7,16 +7,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from contextlib import AsyncExitStack
 from functools import partial
 
 import uvloop
 from aiohttp import web
 
-from tritonfleet.config import DataPlane, FleetConfig
+from tritonfleet.config import ConfigError, DataPlane, FleetConfig, GatewayConfig
+from tritonfleet.gateway import access_log
 from tritonfleet.gateway.envoy.control import EnvoyControl
 from tritonfleet.gateway.envoy.resources import Ports
-from tritonfleet.gateway.grpc.server import GrpcServer
+from tritonfleet.gateway.grpc.server import GrpcServer, server_credentials
 from tritonfleet.gateway.http.routes import build_app
 from tritonfleet.gateway.service import open_core
 from tritonfleet.lifecycle import close_on_exit
@@ -27,7 +29,8 @@ log = logging.getLogger(__name__)
 
 async def create_app(config: FleetConfig, front: Ports | None = None) -> web.Application:
     """The gateway's HTTP app, with everything it owns started; the app's cleanup closes it all.
-    With `front`, Envoy listens there, in front of this app and the gRPC server.
+    With `front`, Envoy listens there, in front of this app and the gRPC server, and serves
+    TLS if any: these two, behind it on loopback, are plaintext.
 
     A failure while starting closes what was started before it, and re-raises.
     """
@@ -36,13 +39,14 @@ async def create_app(config: FleetConfig, front: Ports | None = None) -> web.App
     envoy: EnvoyControl | None = None
     try:
         core = await open_core(config, stack)
-        grpc_server = GrpcServer(core)
+        grpc_server = GrpcServer(core, server_credentials(gw) if front is None else None)
         close_on_exit(stack, "gRPC server", partial(grpc_server.aclose, gw.shutdown_grace_s))
         await grpc_server.start()
-        app = build_app(core)
         if front is not None:
             envoy = EnvoyControl(config, front, core.watcher, core.metrics)
             close_on_exit(stack, "envoy", partial(envoy.aclose, 0.0))
+        app = build_app(core, None if envoy is None else envoy.status)
+        if envoy is not None:
             await envoy.start()
             drain_envoy_first(envoy, gw.shutdown_grace_s)
     except BaseException:
@@ -58,9 +62,14 @@ async def create_app(config: FleetConfig, front: Ports | None = None) -> web.App
 
     app.on_shutdown.append(stop_accepting)
     app.on_cleanup.append(close)
+    scheme = "http" if grpc_server.credentials is None else "https"
     log.info(
         "gateway ready",
-        extra={"url": f"http://{gw.host}:{gw.port}", "grpc": grpc_server.address, "scheduler": gw.scheduler},
+        extra={
+            "url": f"{scheme}://{gw.host}:{gw.port}",
+            "grpc": grpc_server.address,
+            "scheduler": gw.scheduler,
+        },
     )
     return app
 
@@ -84,13 +93,18 @@ def drain_envoy_first(envoy: EnvoyControl, grace_s: float) -> None:
 
 
 def serve(config: FleetConfig) -> int:
+    # Before anything serves: a file that can't be opened stops the gateway here.
+    access_log.setup(config.gateway)
     front = None
     if config.gateway.data_plane is DataPlane.ENVOY:
         config, front = behind_envoy(config)
+    # Behind Envoy, which serves TLS, on loopback: plaintext, as in create_app.
+    ssl_context = http_tls(config.gateway) if front is None else None
     web.run_app(
         create_app(config, front),
         host=config.gateway.host,
         port=config.gateway.port,
+        ssl_context=ssl_context,
         # With Envoy, drain_envoy_first handles the signals.
         handle_signals=front is None,
         loop=uvloop.new_event_loop(),
@@ -103,9 +117,25 @@ def serve(config: FleetConfig) -> int:
     return 0
 
 
+def http_tls(gw: GatewayConfig) -> ssl.SSLContext | None:
+    """TLS for the HTTP port with gateway.tls_cert_file and tls_key_file; None when unset."""
+    if gw.tls_cert_file is None or gw.tls_key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # TLS 1.2 at least
+    # aiohttp speaks HTTP/1.1 only.
+    context.set_alpn_protocols(["http/1.1"])
+    try:
+        context.load_cert_chain(gw.tls_cert_file, gw.tls_key_file)
+    except OSError as exc:  # ssl.SSLError too: not PEM, or a key that is not the certificate's
+        raise ConfigError(
+            f"gateway.tls_cert_file {gw.tls_cert_file}, tls_key_file {gw.tls_key_file}: {exc}"
+        ) from exc
+    return context
+
+
 def behind_envoy(config: FleetConfig) -> tuple[FleetConfig, Ports]:
     """The configuration of the Python gateway behind Envoy (its fronts on loopback ports), and
-    the ports of Envoy's front door (the configured ones)."""
+    the ports of Envoy's front door (the configured ones). It keeps the TLS keys, for Envoy."""
     gw = config.gateway
     inner = gw.model_copy(update={"host": "127.0.0.1", "port": free_port(), "grpc_port": free_port()})
     admin = gw.envoy_admin_port or free_port()

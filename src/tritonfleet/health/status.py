@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import httpx
 
 from tritonfleet.config import FleetConfig
+from tritonfleet.net import trusting
 from tritonfleet.protocol import NodeList, NodeView
 
 COLUMNS = ("NODE", "ADDRESS", "STATE", "HEALTH", "MODELS", "IN-FLIGHT", "PENDING", "HEARTBEAT")
@@ -34,6 +36,31 @@ def table(nodes: list[NodeView]) -> str:
     )
 
 
+def gateway_line(config: FleetConfig, headers: dict[str, str]) -> str:
+    gw = config.gateway
+    host = "127.0.0.1" if gw.host in ("0.0.0.0", "::") else gw.host
+    url = f"{'https' if gw.tls_cert_file else 'http'}://{host}:{gw.port}"
+    return f"gateway {url}: {data_plane(url, gw.tls_cert_file, headers)}"
+
+
+def data_plane(gateway_url: str, tls_cert_file: Path | None, headers: dict[str, str]) -> str:
+    """The gateway's data plane in a few words: Envoy's release and state, and the nodes Envoy
+    routes to; or the Python gateway's node view."""
+    try:
+        answer = httpx.get(
+            f"{gateway_url}/v1/nodes", headers=headers, verify=trusting(tls_cert_file), timeout=3.0
+        )
+        answer.raise_for_status()
+        view = answer.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return f"no answer ({exc})"
+    envoy = view.get("envoy")
+    if envoy is None:
+        return f"python data plane, {len(view.get('nodes', []))} nodes in view"
+    routed = ", ".join(envoy["routed"]) or "no node"
+    return f"envoy {envoy['version']} {envoy['state']}, routing to {routed} (admin {envoy['admin']})"
+
+
 def serve(config: FleetConfig) -> int:
     """Raises ConfigError without a cluster token: the checkers list nodes to its holders only."""
     headers = {"Authorization": f"Bearer {config.cluster.read_token()}"}
@@ -47,6 +74,7 @@ def serve(config: FleetConfig) -> int:
             continue
         nodes = NodeList.model_validate_json(answer.content).nodes
         print(table(nodes) if nodes else f"no nodes registered at {url}")
+        print(gateway_line(config, headers))
         return 0
     print("no health checker answered:\n  " + "\n  ".join(errors), file=sys.stderr)
     return 1

@@ -67,16 +67,21 @@ class NodeStatus:
                 await self.refresh()
 
     async def refresh(self) -> None:
-        """Read READY models and pending requests; on failure keep the last ones (logged)."""
+        """Read READY models and pending requests; on failure keep the last ones (logged).
+        Each on its own: Triton's metrics port may answer a moment after its HTTP port, and a
+        node must not go READY without the models it has."""
         urls = self.urls()
         try:
             models = await self.observer.models(urls.http)
-            self.pending = await self.observer.pending(urls.metrics) if urls.metrics else 0
         except TritonQueryError as exc:
-            log.warning("cannot read Triton's state", extra={"error": str(exc)})
+            log.warning("cannot read Triton's models", extra={"error": str(exc)})
             return
         if self._set_models(models):
             log.info("models changed", extra={"models": [f"{m.name}:{m.version}" for m in models]})
+        try:
+            self.pending = await self.observer.pending(urls.metrics) if urls.metrics else 0
+        except TritonQueryError as exc:
+            log.warning("cannot read Triton's pending requests", extra={"error": str(exc)})
 
     def _set_models(self, models: list[ModelRef]) -> bool:
         if models == self.models:

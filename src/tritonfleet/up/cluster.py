@@ -9,22 +9,30 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tritonfleet.config import FleetConfig, NodeConfig, to_env
+from tritonfleet.net import trusting
 from tritonfleet.processes import ServiceProcess, wait_http_ok
 from tritonfleet.protocol import NodeView
 from tritonfleet.up.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
+
+# A service's log (`<state>/logs/<name>.log`) past this is rolled over, once, while `up` runs:
+# its output takes at most twice this on disk.
+LOG_MAX_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -91,7 +99,13 @@ class LocalCluster:
 
     @property
     def gateway_url(self) -> str:
-        return f"http://{self.config.gateway.host}:{self.config.gateway.port}"
+        scheme = "http" if self.config.gateway.tls_cert_file is None else "https"
+        return f"{scheme}://{self.config.gateway.host}:{self.config.gateway.port}"
+
+    @cached_property
+    def gateway_trust(self) -> ssl.SSLContext | bool:
+        """What the launcher's checks of a TLS gateway trust: the very certificate it was given."""
+        return trusting(self.config.gateway.tls_cert_file)
 
     @property
     def scheduler_url(self) -> str:
@@ -144,7 +158,7 @@ class LocalCluster:
         if self.token_manager is not None:
             wait_http_ok(f"{self.token_manager_url}/healthz", timeout_s, self.token_manager)
         wait_http_ok(f"{self.scheduler_url}/healthz", timeout_s, self.scheduler)
-        wait_http_ok(f"{self.gateway_url}/healthz", timeout_s, self.gateway)
+        self._wait(self._gateway_healthy, timeout_s, "the gateway did not answer /healthz", self.gateway)
         if self.web is not None:
             wait_http_ok(f"{self.web_url}/healthz", timeout_s, self.web)
         for node_id in self.nodes:
@@ -168,9 +182,11 @@ class LocalCluster:
         )
 
     def wait_gateway_sees(self, node_ids: set[str], timeout_s: float) -> None:
-        """Until the gateway routes to exactly these nodes."""
+        """Until the gateway routes to exactly these nodes, and its Envoy, if any, too."""
         self._wait(
-            lambda: self._schedulable(f"{self.gateway_url}/v1/nodes") == node_ids,
+            lambda: (
+                self._schedulable(f"{self.gateway_url}/v1/nodes", self.gateway_trust, envoy=True) == node_ids
+            ),
             timeout_s,
             f"the gateway did not see nodes {sorted(node_ids)}",
             self.gateway,
@@ -194,7 +210,10 @@ class LocalCluster:
         ]
 
     def tend(self) -> list[ServiceProcess]:
-        """Restart the supervised services that died; those restarted."""
+        """Restart the supervised services that died, and bound every service's log; those
+        restarted."""
+        for proc in self.processes():
+            bound_log(proc.log_path)
         return self.supervisor.tend()
 
     def _service(self, command: str) -> ServiceProcess:
@@ -222,13 +241,28 @@ class LocalCluster:
         except OSError:
             return False
 
-    def _schedulable(self, url: str) -> set[str]:
+    def _gateway_healthy(self) -> bool:
         try:
-            answer = httpx.get(url, headers=self.cluster_auth, timeout=2.0).json()
+            answer = httpx.get(f"{self.gateway_url}/healthz", verify=self.gateway_trust, timeout=1.0)
+        except httpx.HTTPError:
+            return False
+        return answer.status_code == 200
+
+    def _schedulable(self, url: str, verify: ssl.SSLContext | bool = True, envoy: bool = False) -> set[str]:
+        """The schedulable nodes of a node list; with `envoy`, none until an Envoy in front of
+        the gateway routes to those of them that serve a model."""
+        try:
+            answer = httpx.get(url, headers=self.cluster_auth, verify=verify, timeout=2.0).json()
             nodes = [NodeView.model_validate(node) for node in answer["nodes"]]
+            routed = set(answer["envoy"]["routed"]) if envoy and "envoy" in answer else None
         except (httpx.HTTPError, ValueError, KeyError):
             return set()
-        return {node.node_id for node in nodes if node.schedulable}
+        schedulable = {node.node_id for node in nodes if node.schedulable}
+        if routed is not None and routed != {
+            node.node_id for node in nodes if node.schedulable and node.models
+        }:
+            return set()
+        return schedulable
 
     @staticmethod
     def _wait(done: Any, timeout_s: float, what: str, proc: ServiceProcess) -> None:
@@ -239,6 +273,29 @@ class LocalCluster:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{what} within the time allowed; log of {proc.name}:\n{proc.tail()}")
             time.sleep(0.1)
+
+
+def bound_log(path: Path, max_bytes: int = LOG_MAX_BYTES) -> bool:
+    """A log past max_bytes copied to `<name>.log.1` (replacing the last) and emptied, while its
+    service goes on writing: it appends (O_APPEND), so its next line starts the emptied file,
+    where a renamed file would keep its lines. The few it writes between the copy and the
+    truncation are lost. True when it was emptied."""
+    try:
+        if path.stat().st_size < max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    try:
+        shutil.copyfile(path, path.with_name(f"{path.name}.1"))
+    except OSError as exc:
+        # A full disk, say: the bound matters more than the old lines.
+        log.warning("cannot keep a log's old lines; emptying it", extra={"log": str(path), "error": str(exc)})
+    try:
+        os.truncate(path, 0)
+    except OSError as exc:
+        log.warning("cannot empty a log", extra={"log": str(path), "error": str(exc)})
+        return False
+    return True
 
 
 def _log_size(proc: ServiceProcess) -> int:

@@ -15,6 +15,7 @@ from types import FrameType
 import httpx
 
 from tritonfleet.config import FleetConfig
+from tritonfleet.health.status import data_plane
 from tritonfleet.up.cluster import LocalCluster, NodeSpec
 from tritonfleet.up.devaccount import DEV_ENV_FILE, ensure_dev_key
 
@@ -50,6 +51,7 @@ TritonFleet is up: {len(cluster.nodes)} Triton nodes behind the gateway.
 
   gateway (KServe v2 HTTP)  {url}
   gateway (KServe v2 gRPC)  {cluster.config.gateway.host}:{cluster.config.gateway.grpc_port}
+  data plane                {data_plane(url, cluster.config.gateway.tls_cert_file, cluster.cluster_auth)}
   web                       {cluster.web_url}   (generate, playground, cluster, wallet)
   health checker            {cluster.health_url}{paid}
   logs                      {cluster.state_dir / "logs"}/

@@ -27,7 +27,8 @@ from typing import Any
 
 import httpx
 
-from tritonfleet.config import FleetConfig, NodeRoute
+from tritonfleet.config import FleetConfig
+from tritonfleet.gateway import access_log
 from tritonfleet.gateway.envoy import resources
 from tritonfleet.gateway.envoy.binary import locate
 from tritonfleet.gateway.envoy.resources import Files, Ports
@@ -85,6 +86,8 @@ class EnvoyControl:
             asyncio.create_task(self._supervise(), name="envoy supervisor"),
             asyncio.create_task(self.stats.run(), name="envoy statistics"),
         ]
+        if self.gw.access_log_file is not None:
+            self._tasks.append(asyncio.create_task(self._rotate_access_log(), name="access log rotation"))
 
     async def aclose(self, grace_s: float) -> None:
         """Drain the listeners for up to `grace_s`, stop Envoy, remove its files; once."""
@@ -102,6 +105,20 @@ class EnvoyControl:
         await self.admin.aclose()
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
+    async def status(self) -> dict[str, Any]:
+        """For `/v1/nodes` (cluster token only), `tritonfleet status` and the `make up` banner."""
+        info: dict[str, Any] = {}
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            info = json.loads((await self.admin.get("/server_info")).text)
+        return {
+            "state": info.get("state", "unreachable"),
+            # "<commit>/1.40.0/Clean/RELEASE/BoringSSL": the release.
+            "version": [*info.get("version", "").split("/"), ""][1] if info else "",
+            "admin": f"127.0.0.1:{self.ports.admin}",
+            # The nodes Envoy itself routes to, which may lag the gateway's view by a moment.
+            "routed": sorted(self.stats.routed),
+        }
+
     async def state(self) -> str:
         """Envoy's server state as its admin reports it (LIVE, DRAINING, ...), or why none."""
         try:
@@ -117,8 +134,16 @@ class EnvoyControl:
             str(self.run_dir / "bootstrap.json"),
             # Several Envoys on one host (gateways, tests) must not share a hot-restart base id.
             "--use-dynamic-base-id",
+            # A field Envoy does not know is a mistake in resources.py, not to be ignored.
+            "--reject-unknown-dynamic-fields",
             "--log-level",
             "warning",
+            # Envoy's own log to its file; its stderr, the gateway's, carries the access lines.
+            "--log-path",
+            str(log_path),
+            # Access lines reach the file within a second (Envoy's default: 10 s).
+            "--file-flush-interval-msec",
+            "1000",
             "--drain-time-s",
             str(max(1, round(self.gw.shutdown_grace_s))),
         ]
@@ -171,10 +196,9 @@ class EnvoyControl:
 
     async def _apply(self, nodes: Sequence[NodeView]) -> None:
         members = resources.served(await asyncio.to_thread(_resolved, nodes))
-        for cluster_nodes in members.values():
+        for name, cluster_nodes in members.items():
             for node in cluster_nodes:
-                url = node.manager_url if self.gw.node_route is NodeRoute.MANAGER else node.triton_http_url
-                self._node_at[url.split("://", 1)[1]] = node.node_id
+                self._node_at[resources.node_address(name, node, self.gw.node_route)] = node.node_id
         names = set(members)
         for name, cluster_nodes in members.items():
             assignment = resources.endpoints(name, cluster_nodes, self.gw.node_route)
@@ -191,6 +215,7 @@ class EnvoyControl:
             if self.proc is not None:
                 await self._wait_clusters(added)
         _write(self.files.routes, resources.routes(names, self.gw, self.fast))
+        _write(self.files.grpc_routes, resources.grpc_routes(names, self.gw, self.fast))
         if removed:
             _write(self.files.clusters, resources.clusters(names, self.files, self.gw, policy))
             for name in removed:
@@ -198,6 +223,14 @@ class EnvoyControl:
                     os.unlink(self.files.endpoints(name))
                 self._endpoints.pop(name, None)
         self._clusters = names
+
+    async def _rotate_access_log(self) -> None:
+        """The gateway rolls the shared access log over (access_log.py); Envoy then reopens it."""
+        while True:
+            await asyncio.sleep(1.0)
+            if await asyncio.to_thread(access_log.rotate_if_needed):
+                with contextlib.suppress(httpx.HTTPError):
+                    await self.admin.post("/reopen_logs")
 
     async def _wait_clusters(self, names: set[str]) -> None:
         deadline = time.monotonic() + CLUSTER_WAIT_S
@@ -229,6 +262,7 @@ def _resolved(nodes: Sequence[NodeView]) -> list[NodeView]:
                 node.model_copy(
                     update={
                         "triton_http_url": _by_ip(node.triton_http_url),
+                        "triton_grpc_url": node.triton_grpc_url and _by_ip(node.triton_grpc_url),
                         "manager_url": _by_ip(node.manager_url),
                     }
                 )
@@ -264,9 +298,7 @@ def _spawn(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
     # From the event loop's thread, which lives as long as the gateway: the parent-death signal
     # fires when the spawning thread ends.
     with log_path.open("ab") as out:
-        return subprocess.Popen(
-            dying_with_parent(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
-        )
+        return subprocess.Popen(dying_with_parent(argv), stdin=subprocess.DEVNULL, stdout=out)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -3,11 +3,13 @@
     bootstrap()   the fixed part: the front listeners (HTTP, gRPC), the Python gateway's two
                   clusters, the loopback admin, and where the dynamic parts are read from
     clusters()    CDS: one cluster per model and one per model version, over the nodes that
-                  have it READY, with the policy's balancer, ejection of failing hosts
+                  have it READY, with the policy's balancer, ejection of failing hosts; for
+                  HTTP (`model.*`, to Triton's HTTP port) and for gRPC (`grpc.*`, its gRPC port)
     endpoints()   EDS: each of those clusters' nodes, so that a node coming or going changes
                   no cluster and drops no connection
     routes()      RDS: the fast path (a model's `infer` straight to its cluster), then
-                  everything else to the Python gateway
+    grpc_routes()      everything else to the Python gateway; gRPC's `ModelInfer` is routed on
+                  the model name a Lua filter reads from the message (_GRPC_MODEL)
 
 Every resource is a JSON-ready dict in Envoy's v3 API; control.py writes them to files that
 Envoy watches.
@@ -22,12 +24,20 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tritonfleet.config import GatewayConfig, NodeRoute, Policy
+from tritonfleet.gateway.access_log import envoy_access_log
+from tritonfleet.gateway.envoy.tls import downstream_tls
 from tritonfleet.protocol import NodeView
 
 PYTHON_HTTP = "python_http"
 PYTHON_GRPC = "python_grpc"
 ROUTE_CONFIG = "gateway"
+GRPC_ROUTE_CONFIG = "grpc"
 NODE_HEADER = "X-Tritonfleet-Node"
+GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
+# Set by the Lua filter from a gRPC `ModelInferRequest` (a client's own are replaced), matched by
+# the gRPC routes, removed before the node.
+MODEL_HEADER = "x-tritonfleet-model"
+VERSION_HEADER = "x-tritonfleet-model-version"
 # Client connections Envoy holds at once; beyond it new ones are refused.
 MAX_CONNECTIONS = 50_000
 # Model names that can stand in a route's exact path and a cluster's name as they are; a model
@@ -70,6 +80,7 @@ _BUFFER = f"{_TYPES}.extensions.filters.http.buffer.v3.Buffer"
 _BUFFER_PER_ROUTE = f"{_TYPES}.extensions.filters.http.buffer.v3.BufferPerRoute"
 _LUA = f"{_TYPES}.extensions.filters.http.lua.v3.Lua"
 _LUA_PER_ROUTE = f"{_TYPES}.extensions.filters.http.lua.v3.LuaPerRoute"
+_GRPC_STATS = f"{_TYPES}.extensions.filters.http.grpc_stats.v3.FilterConfig"
 _PREVIOUS_HOSTS = f"{_TYPES}.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
 
 
@@ -86,6 +97,10 @@ class Files:
     @property
     def routes(self) -> str:
         return f"{self.directory}/routes.json"
+
+    @property
+    def grpc_routes(self) -> str:
+        return f"{self.directory}/grpc-routes.json"
 
     def endpoints(self, cluster: str) -> str:
         return f"{self.directory}/endpoints-{cluster}.json"
@@ -104,26 +119,47 @@ class Ports:
 
 
 MODEL_CLUSTER_PREFIX = "model."
+GRPC_CLUSTER_PREFIX = "grpc."
+CLUSTER_PREFIXES = (MODEL_CLUSTER_PREFIX, GRPC_CLUSTER_PREFIX)
 
 
-def model_cluster(model: str, version: str | None = None) -> str:
-    name = f"{MODEL_CLUSTER_PREFIX}{model}"
+def model_cluster(model: str, version: str | None = None, grpc: bool = False) -> str:
+    name = f"{GRPC_CLUSTER_PREFIX if grpc else MODEL_CLUSTER_PREFIX}{model}"
     return name if version is None else f"{name}.v{version}"
+
+
+def is_grpc(cluster: str) -> bool:
+    return cluster.startswith(GRPC_CLUSTER_PREFIX)
 
 
 def served(nodes: Iterable[NodeView]) -> dict[str, list[NodeView]]:
     """Each model cluster's nodes: the schedulable ones with the model (at that version) READY,
-    for the models whose names can be routed as they are."""
+    for the models whose names can be routed as they are; gRPC clusters of the nodes with a
+    gRPC address."""
     members: dict[str, list[NodeView]] = {}
     for node in sorted(nodes, key=lambda n: n.node_id):
         if not node.schedulable:
             continue
+        protocols = (False, True) if node.triton_grpc_url else (False,)
         for ref in node.models:
-            if _PLAIN_NAME.fullmatch(ref.name) and _PLAIN_NAME.fullmatch(ref.version):
-                for name in (model_cluster(ref.name), model_cluster(ref.name, ref.version)):
-                    if node not in members.setdefault(name, []):
-                        members[name].append(node)
+            if not (_PLAIN_NAME.fullmatch(ref.name) and _PLAIN_NAME.fullmatch(ref.version)):
+                continue
+            for grpc in protocols:
+                for version in (None, ref.version):
+                    cluster_nodes = members.setdefault(model_cluster(ref.name, version, grpc), [])
+                    if node not in cluster_nodes:
+                        cluster_nodes.append(node)
     return members
+
+
+def node_address(cluster: str, node: NodeView, route: NodeRoute) -> str:
+    """host:port where a cluster reaches a node: Triton's gRPC port for gRPC (as the Python
+    gateway, never through the manager), else Triton's HTTP port or the manager's."""
+    if is_grpc(cluster):
+        url = node.triton_grpc_url
+    else:
+        url = node.manager_url if route is NodeRoute.MANAGER else node.triton_http_url
+    return url.split("://", 1)[-1].split("/", 1)[0]
 
 
 def bootstrap(ports: Ports, files: Files, gw: GatewayConfig, request_ids: bool) -> dict[str, Any]:
@@ -136,8 +172,20 @@ def bootstrap(ports: Ports, files: Files, gw: GatewayConfig, request_ids: bool) 
         "dynamic_resources": {"cds_config": _file_source(files.clusters, files.directory)},
         "static_resources": {
             "listeners": [
-                _listener("http", ports.host, ports.http, _http_manager(files, gw, request_ids)),
-                _listener("grpc", ports.host, ports.grpc, _grpc_manager(gw)),
+                _listener(
+                    "http",
+                    ports.host,
+                    ports.http,
+                    _http_manager(files, gw, request_ids),
+                    downstream_tls(gw, ["h2", "http/1.1"]),
+                ),
+                _listener(
+                    "grpc",
+                    ports.host,
+                    ports.grpc,
+                    _grpc_manager(files, gw, request_ids),
+                    downstream_tls(gw, ["h2"]),
+                ),
             ],
             "clusters": [
                 _python_cluster(PYTHON_HTTP, ports.python_http, gw, http2=False),
@@ -166,11 +214,7 @@ def clusters(names: Iterable[str], files: Files, gw: GatewayConfig, policy: Poli
 def endpoints(cluster: str, nodes: Iterable[NodeView], route: NodeRoute) -> dict[str, Any]:
     lb_endpoints = [
         {
-            "endpoint": {
-                "address": _url_address(
-                    node.manager_url if route is NodeRoute.MANAGER else node.triton_http_url
-                )
-            },
+            "endpoint": {"address": _host_port_address(node_address(cluster, node, route))},
             "metadata": {"filter_metadata": {"tritonfleet": {"node_id": node.node_id}}},
         }
         for node in nodes
@@ -184,9 +228,10 @@ def endpoints(cluster: str, nodes: Iterable[NodeView], route: NodeRoute) -> dict
 
 
 def routes(names: Iterable[str], gw: GatewayConfig, fast: bool) -> dict[str, Any]:
-    """The route table: with `fast`, a model's `infer` goes straight to its cluster; anything
-    else (and everything without `fast`) to the Python gateway."""
-    fast_routes = [_infer_route(name, gw) for name in sorted(names)] if fast else []
+    """The HTTP route table: with `fast`, a model's `infer` goes straight to its cluster;
+    anything else (and everything without `fast`) to the Python gateway."""
+    http = sorted(name for name in names if not is_grpc(name)) if fast else []
+    fast_routes = [_infer_route(name, gw) for name in http]
     python = {
         "name": "the request",
         "match": {"prefix": "/"},
@@ -202,14 +247,79 @@ def routes(names: Iterable[str], gw: GatewayConfig, fast: bool) -> dict[str, Any
             {
                 "@type": _ROUTE_CONFIGURATION,
                 "name": ROUTE_CONFIG,
-                "virtual_hosts": [{"name": "gateway", "domains": ["*"], "routes": [*fast_routes, python]}],
+                "virtual_hosts": [
+                    {
+                        "name": "gateway",
+                        "domains": ["*"],
+                        "routes": [*fast_routes, python],
+                        "virtual_clusters": _fast_counted([route["match"]["path"] for route in fast_routes]),
+                    }
+                ],
             }
         ]
     }
 
 
+FAST_INFER = "infer"
+
+
+def _fast_counted(paths: list[str]) -> list[dict[str, Any]]:
+    """One virtual cluster of the fast routes, whose statistics (`vhost.gateway.vcluster.infer.
+    upstream_rq_<status>`) count each request by the status its client got, for the gateway's
+    metrics (stats.py)."""
+    if not paths:
+        return []
+    pattern = "^(?:" + "|".join(re.escape(path) for path in paths) + ")$"
+    return [
+        {
+            "name": FAST_INFER,
+            "headers": [{"name": ":path", "string_match": {"safe_regex": {"regex": pattern}}}],
+        }
+    ]
+
+
+def grpc_routes(names: Iterable[str], gw: GatewayConfig, fast: bool) -> dict[str, Any]:
+    """The gRPC route table: with `fast`, a `ModelInfer` whose model (and version) the Lua
+    filter read goes straight to its gRPC cluster; any other `ModelInfer` (buffered for the
+    filter) and everything else (streams included, unbuffered) to the Python gateway."""
+    grpc = sorted(name for name in names if is_grpc(name))
+    fast_routes = [_grpc_infer_route(name, gw) for name in grpc] if fast else []
+    unbuffered = {
+        "envoy.filters.http.buffer": {"@type": _BUFFER_PER_ROUTE, "disabled": True},
+        "envoy.filters.http.lua": {"@type": _LUA_PER_ROUTE, "disabled": True},
+    }
+    python_routes = [
+        {
+            "name": "ModelInfer",
+            "match": {"path": GRPC_INFER},
+            "route": {"cluster": PYTHON_GRPC, "timeout": "0s"},
+        },
+        {
+            "name": "the call",
+            "match": {"prefix": "/"},
+            "route": {"cluster": PYTHON_GRPC, "timeout": "0s"},
+            "typed_per_filter_config": unbuffered,
+        },
+    ]
+    if not fast:
+        python_routes = python_routes[1:]
+    table = {
+        "name": "grpc",
+        "domains": ["*"],
+        "routes": [*fast_routes, *python_routes],
+    }
+    return {
+        "resources": [{"@type": _ROUTE_CONFIGURATION, "name": GRPC_ROUTE_CONFIG, "virtual_hosts": [table]}]
+    }
+
+
+def _model_of(cluster: str) -> tuple[str, str]:
+    model, _, version = cluster.split(".", 1)[1].partition(".v")
+    return model, version
+
+
 def _infer_route(cluster: str, gw: GatewayConfig) -> dict[str, Any]:
-    model, _, version = cluster.removeprefix(MODEL_CLUSTER_PREFIX).partition(".v")
+    model, version = _model_of(cluster)
     path = f"/v2/models/{model}/versions/{version}/infer" if version else f"/v2/models/{model}/infer"
     return {
         # What Envoy's own 503 names (_triton_errors), in the Python gateway's words.
@@ -218,31 +328,58 @@ def _infer_route(cluster: str, gw: GatewayConfig) -> dict[str, Any]:
         "route": {
             "cluster": cluster,
             "timeout": _duration(gw.request_timeout_s),
-            "retry_policy": {
-                # Before any answer, on another node: what the Python gateway retries too.
-                # A reset after the request was sent may run an inference twice, on two nodes; as in
-                # the Python gateway, stateless inference may take that (routing.py).
-                "retry_on": "connect-failure,refused-stream,reset,retriable-status-codes",
-                "retriable_status_codes": [503],
-                "num_retries": max(0, gw.max_attempts - 1),
-                "retry_host_predicate": [
-                    {
-                        "name": "envoy.retry_host_predicates.previous_hosts",
-                        "typed_config": {"@type": _PREVIOUS_HOSTS},
-                    }
-                ],
-                "host_selection_retry_max_attempts": 5,
-                # At once, as the Python gateway retries: the next node is another one.
-                "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.010s"},
-            },
+            # Before any answer, on another node: what the Python gateway retries too.
+            "retry_policy": _retry_policy(gw, "retriable-status-codes", retriable_status_codes=[503]),
         },
-        "response_headers_to_add": [
-            {
-                "header": {"key": NODE_HEADER, "value": "%UPSTREAM_METADATA(tritonfleet:node_id)%"},
-                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-            }
-        ],
+        "response_headers_to_add": [_header(NODE_HEADER, "%UPSTREAM_METADATA(tritonfleet:node_id)%")],
     }
+
+
+def _grpc_infer_route(cluster: str, gw: GatewayConfig) -> dict[str, Any]:
+    model, version = _model_of(cluster)
+    version_match: dict[str, Any] = (
+        {"name": VERSION_HEADER, "string_match": {"exact": version}}
+        if version
+        else {"name": VERSION_HEADER, "present_match": True, "invert_match": True}
+    )
+    return {
+        "name": f"model '{model}' version {version}" if version else f"model '{model}'",
+        "match": {
+            "path": GRPC_INFER,
+            "headers": [{"name": MODEL_HEADER, "string_match": {"exact": model}}, version_match],
+        },
+        "route": {
+            "cluster": cluster,
+            "timeout": _duration(gw.request_timeout_s),
+            # A client's deadline (grpc-timeout) bounds the call, as it bounds it at a Triton.
+            "max_stream_duration": {"grpc_timeout_header_max": _duration(gw.request_timeout_s)},
+            # UNAVAILABLE: a Triton not (or no longer) ready, which another node may serve.
+            "retry_policy": _retry_policy(gw, "unavailable"),
+        },
+        "request_headers_to_remove": [MODEL_HEADER, VERSION_HEADER],
+        # Moved to the trailers by the Lua filter, beside the request id.
+        "response_headers_to_add": [_header(NODE_HEADER.lower(), "%UPSTREAM_METADATA(tritonfleet:node_id)%")],
+    }
+
+
+def _retry_policy(gw: GatewayConfig, also_on: str, **more: Any) -> dict[str, Any]:
+    return {
+        # A reset after the request was sent may run an inference twice, on two nodes; as in
+        # the Python gateway, stateless inference may take that (routing.py).
+        "retry_on": f"connect-failure,refused-stream,reset,{also_on}",
+        **more,
+        "num_retries": max(0, gw.max_attempts - 1),
+        "retry_host_predicate": [
+            {"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {"@type": _PREVIOUS_HOSTS}}
+        ],
+        "host_selection_retry_max_attempts": 5,
+        # At once, as the Python gateway retries: the next node is another one.
+        "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.010s"},
+    }
+
+
+def _header(key: str, value: str) -> dict[str, Any]:
+    return {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
 
 
 # Triton answers 500 to a body it cannot parse; the client's mistake deserves a 400, as the
@@ -261,10 +398,129 @@ end
 """
 
 
+# Reads a gRPC `ModelInferRequest`'s model name and version (fields 1 and 2 of Triton's
+# grpc_service.proto) for the route match, stepping over the other fields by their lengths, as
+# the Python gateway does (grpc/wire.py): the tensors are never copied. A message it cannot read
+# (compressed, malformed, several in one call) keeps its route to the Python gateway, which
+# answers as it always has.
+_GRPC_MODEL = (
+    f'local MODEL, VERSION, NODE = "{MODEL_HEADER}", "{VERSION_HEADER}", "{NODE_HEADER.lower()}"\n'
+    + """
+
+local function varint(body, at, size)
+  local value, scale = 0, 1
+  while at < size and scale < 2^63 do
+    local byte = body:getBytes(at, 1):byte()
+    at = at + 1
+    value = value + (byte % 128) * scale
+    if byte < 128 then
+      return value, at
+    end
+    scale = scale * 128
+  end
+  return nil, at
+end
+
+local function routing_fields(body)
+  local size = body:length()
+  if size < 5 or body:getBytes(0, 1):byte() ~= 0 then
+    return nil
+  end
+  local length, found, at = 0, {}, 1
+  for i = 1, 4 do
+    length = length * 256 + body:getBytes(i, 1):byte()
+  end
+  if length + 5 ~= size then
+    return nil
+  end
+  at = 5
+  while at < size do
+    local tag, kind, skip
+    tag, at = varint(body, at, size)
+    if tag == nil then
+      return nil
+    end
+    kind = tag % 8
+    if kind == 0 then
+      skip, at = varint(body, at, size)
+      if skip == nil then
+        return nil
+      end
+      skip = 0
+    elseif kind == 1 then
+      skip = 8
+    elseif kind == 5 then
+      skip = 4
+    elseif kind == 2 then
+      skip, at = varint(body, at, size)
+      if skip == nil or at + skip > size then
+        return nil
+      end
+      local number = (tag - kind) / 8
+      if number == 1 or number == 2 then
+        found[number] = body:getBytes(at, skip)
+      end
+    else
+      return nil
+    end
+    at = at + skip
+  end
+  if at ~= size then
+    return nil
+  end
+  return found
+end
+
+function envoy_on_request(request)
+  local body = request:body()
+  -- The headers after the body: waiting for it ends the scope of what came before.
+  local headers = request:headers()
+  headers:remove(MODEL)
+  headers:remove(VERSION)
+  local found = body and routing_fields(body)
+  if found == nil or found[1] == nil or found[1] == "" then
+    return
+  end
+  headers:add(MODEL, found[1])
+  if found[2] ~= nil and found[2] ~= "" then
+    headers:add(VERSION, found[2])
+  end
+  request:streamInfo():dynamicMetadata():set("tritonfleet", "request_id", headers:get("x-request-id"))
+  request:clearRouteCache()
+end
+
+-- The serving node and the request id as trailing metadata, where the Python gateway puts them:
+-- in the trailers, or in the headers of an answer that is trailers only (an error).
+function envoy_on_response(response)
+  local node = response:headers():get(NODE)
+  if node == nil then
+    return
+  end
+  local request_id = response:streamInfo():dynamicMetadata():get("tritonfleet")["request_id"]
+  if response:headers():get("grpc-status") ~= nil then
+    response:headers():add("x-request-id", request_id)
+    return
+  end
+  response:headers():remove(NODE)
+  local trailers = response:trailers()
+  if trailers ~= nil then
+    trailers:add(NODE, node)
+    trailers:add("x-request-id", request_id)
+  end
+end
+"""
+)
+
+
 def _model_cluster(name: str, files: Files, gw: GatewayConfig, policy: Policy) -> dict[str, Any]:
+    model, version = _model_of(name)
     return {
         "@type": _CLUSTER,
         "name": name,
+        # For the access log's lines (access_log.py).
+        "metadata": {
+            "filter_metadata": {"tritonfleet": {"model": model, **({"version": version} if version else {})}}
+        },
         "type": "EDS",
         "eds_cluster_config": {"eds_config": _file_source(files.endpoints(name), files.directory)},
         "connect_timeout": _duration(gw.connect_timeout_s),
@@ -288,7 +544,9 @@ def _model_cluster(name: str, files: Files, gw: GatewayConfig, policy: Policy) -
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": _HTTP_OPTIONS,
-                "explicit_http_config": {"http_protocol_options": {}},
+                "explicit_http_config": (
+                    {"http2_protocol_options": {}} if is_grpc(name) else {"http_protocol_options": {}}
+                ),
             }
         },
     }
@@ -331,33 +589,89 @@ def _http_manager(files: Files, gw: GatewayConfig, request_ids: bool) -> dict[st
         "request_headers_timeout": _duration(10.0),
         "stream_idle_timeout": _duration(gw.request_timeout_s),
         "local_reply_config": _triton_errors(gw),
+        "access_log": envoy_access_log(gw),
     }
 
 
-def _grpc_manager(gw: GatewayConfig) -> dict[str, Any]:
-    """gRPC goes to the Python gateway as it is: the model name is inside the message."""
+def _grpc_manager(files: Files, gw: GatewayConfig, request_ids: bool) -> dict[str, Any]:
     return {
         "@type": _HCM,
         "stat_prefix": "grpc",
         "codec_type": "HTTP2",
-        "route_config": {
-            "name": "grpc",
-            "virtual_hosts": [
-                {
-                    "name": "grpc",
-                    "domains": ["*"],
-                    "routes": [
-                        {"match": {"prefix": "/"}, "route": {"cluster": PYTHON_GRPC, "timeout": "0s"}}
-                    ],
-                }
-            ],
+        "rds": {
+            "route_config_name": GRPC_ROUTE_CONFIG,
+            "config_source": _file_source(files.grpc_routes, files.directory),
         },
-        "http_filters": [_ROUTER_FILTER],
+        "http_filters": [
+            # A unary call's whole message, for the Lua filter to read its model from. The gRPC
+            # frame's 5 bytes come on top of the message's limit.
+            {
+                "name": "envoy.filters.http.buffer",
+                "typed_config": {"@type": _BUFFER, "max_request_bytes": gw.grpc_max_message_bytes + 5},
+            },
+            {
+                "name": "envoy.filters.http.lua",
+                "typed_config": {"@type": _LUA, "default_source_code": {"inline_string": _GRPC_MODEL}},
+            },
+            # Each call's gRPC status, by cluster: the gateway's metrics of the fast path (stats.py).
+            {
+                "name": "envoy.filters.http.grpc_stats",
+                "typed_config": {
+                    "@type": _GRPC_STATS,
+                    "individual_method_stats_allowlist": {
+                        "services": [
+                            {"name": "inference.GRPCInferenceService", "method_names": ["ModelInfer"]}
+                        ]
+                    },
+                },
+            },
+            _ROUTER_FILTER,
+        ],
         "http2_protocol_options": {},
         "server_header_transformation": "PASS_THROUGH",
+        "generate_request_id": request_ids,
+        "preserve_external_request_id": True,
         "stream_idle_timeout": "0s",
         "request_headers_timeout": _duration(10.0),
+        "local_reply_config": _grpc_errors(gw),
+        "access_log": envoy_access_log(gw, grpc=True),
     }
+
+
+def _grpc_errors(gw: GatewayConfig) -> dict[str, Any]:
+    """Envoy's own answers to a gRPC call (trailers only: its status and message), in the
+    Python gateway's words and status codes."""
+    return {
+        "mappers": [
+            _status_mapper(503, "no node could serve %ROUTE_NAME% now"),
+            # RESOURCE_EXHAUSTED, as gRPC itself refuses a message over the limit (its own words
+            # name the message's size, which Envoy stopped reading at the limit).
+            _status_mapper(
+                413,
+                f"Received message larger than max (more than {gw.grpc_max_message_bytes} vs. "
+                f"{gw.grpc_max_message_bytes})",
+                [_header("grpc-status", "8")],
+            ),
+            _status_mapper(504, "Deadline Exceeded"),
+        ],
+    }
+
+
+def _status_mapper(status: int, text: str, headers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    mapper: dict[str, Any] = {
+        "filter": {
+            "status_code_filter": {
+                "comparison": {
+                    "op": "EQ",
+                    "value": {"default_value": status, "runtime_key": f"tritonfleet.status_{status}"},
+                }
+            }
+        },
+        "body_format_override": {"text_format_source": {"inline_string": text}},
+    }
+    if headers:
+        mapper["headers_to_add"] = headers
+    return mapper
 
 
 def _triton_errors(gw: GatewayConfig) -> dict[str, Any]:
@@ -430,14 +744,15 @@ def _python_cluster(name: str, port: int, gw: GatewayConfig, http2: bool) -> dic
     }
 
 
-def _listener(name: str, host: str, port: int, manager: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "address": _address(host, port),
-        "filter_chains": [
-            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}
-        ],
+def _listener(
+    name: str, host: str, port: int, manager: dict[str, Any], tls: dict[str, Any] | None
+) -> dict[str, Any]:
+    chain: dict[str, Any] = {
+        "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]
     }
+    if tls is not None:
+        chain["transport_socket"] = tls
+    return {"name": name, "address": _address(host, port), "filter_chains": [chain]}
 
 
 def _file_source(path: str, directory: str) -> dict[str, Any]:
@@ -452,9 +767,9 @@ def _address(host: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port}}
 
 
-def _url_address(url: str) -> dict[str, Any]:
-    parts = urlsplit(url)
-    assert parts.hostname is not None and parts.port is not None, url
+def _host_port_address(host_port: str) -> dict[str, Any]:
+    parts = urlsplit(f"//{host_port}")
+    assert parts.hostname is not None and parts.port is not None, host_port
     return _address(parts.hostname, parts.port)
 
 

@@ -17,7 +17,6 @@ reaches the node exactly as the client serialized it.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
@@ -26,6 +25,7 @@ from typing import NoReturn, TypeAlias
 import grpc
 from tritonclient.grpc import service_pb2
 
+from tritonfleet.gateway import access_log
 from tritonfleet.gateway.errors import GatewayError, Unavailable
 from tritonfleet.gateway.grpc.channels import SERVICE, NodeChannel, NodeChannels
 from tritonfleet.gateway.grpc.cluster import fan_out, merge_index, merge_statistics
@@ -53,8 +53,6 @@ from tritonfleet.gateway.grpc.wire import Route
 from tritonfleet.gateway.paid import Charged, PaidPath
 from tritonfleet.gateway.service import GatewayCore
 from tritonfleet.scheduler.errors import SchedulerError, UnknownModel
-
-log = logging.getLogger(__name__)
 
 Context: TypeAlias = grpc.aio.ServicerContext
 Unary: TypeAlias = Callable[[bytes, Context], Awaitable[bytes]]
@@ -88,6 +86,7 @@ class GrpcRoutes:
         self.forwarder = forwarder
         self.channels = channels
         self.streams = StreamRelay(forwarder, core.paid)
+        self.access_log = access_log.Sampler(core.config)
 
     def handler(self) -> grpc.GenericRpcHandler:
         unary: dict[str, Unary] = {
@@ -250,6 +249,8 @@ class GrpcRoutes:
         route = f"grpc:{record.method}"
         self.metrics.requests.labels(route, record.code.name).inc()
         self.metrics.latency.labels(route).observe(duration_s)
+        if not self.access_log.wanted():
+            return
         line = {
             "request_id": record.request_id,
             "route": route,
@@ -260,7 +261,7 @@ class GrpcRoutes:
             "duration_ms": round(duration_s * 1000, 3),
         }
         # As for HTTP: logged on the loop's next turn, once the answer is on its way.
-        asyncio.get_running_loop().call_soon(partial(log.info, "request", extra=line))
+        asyncio.get_running_loop().call_soon(access_log.write, line)
 
 
 def _cancelled(context: Context) -> grpc.StatusCode:

@@ -31,11 +31,21 @@ def server_options(config: GatewayConfig) -> list[tuple[str, Any]]:
     ]
 
 
-class GrpcServer:
-    """Starts and stops the gRPC server and the channels it relays over."""
+def server_credentials(config: GatewayConfig) -> grpc.ServerCredentials | None:
+    """TLS with gateway.tls_cert_file and tls_key_file; None when they are unset."""
+    if config.tls_cert_file is None or config.tls_key_file is None:
+        return None
+    pair = (config.tls_key_file.read_bytes(), config.tls_cert_file.read_bytes())
+    return grpc.ssl_server_credentials([pair])
 
-    def __init__(self, core: GatewayCore) -> None:
+
+class GrpcServer:
+    """Starts and stops the gRPC server and the channels it relays over; with `credentials`,
+    over TLS."""
+
+    def __init__(self, core: GatewayCore, credentials: grpc.ServerCredentials | None = None) -> None:
         self.config = config = core.config
+        self.credentials = credentials
         options = channel_options(config.grpc_max_message_bytes, config.connect_timeout_s)
         self.channels = NodeChannels(options, close_grace_s=config.request_timeout_s)
         self.channels.update(core.watcher.nodes)
@@ -53,7 +63,10 @@ class GrpcServer:
         server = grpc.aio.server(options=server_options(self.config))
         server.add_generic_rpc_handlers((self.routes.handler(),))
         try:
-            server.add_insecure_port(self.address)
+            if self.credentials is None:
+                server.add_insecure_port(self.address)
+            else:
+                server.add_secure_port(self.address, self.credentials)
         except RuntimeError as exc:
             raise GrpcBindError(
                 f"cannot listen for gRPC on {self.address} (gateway.grpc_port): {exc}"

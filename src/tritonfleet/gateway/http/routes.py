@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
-from functools import partial
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from tritonfleet.cluster_auth import presents_token
+from tritonfleet.gateway import access_log
 from tritonfleet.gateway.errors import BodyTimeout, BodyTooLarge, GatewayError, MalformedRequest
 from tritonfleet.gateway.http import cluster
 from tritonfleet.gateway.http.forwarding import HttpForwarder
@@ -24,8 +24,6 @@ from tritonfleet.protocol import NodeView
 from tritonfleet.proxy import end_to_end
 from tritonfleet.scheduler.errors import SchedulerError, UnknownModel
 
-log = logging.getLogger(__name__)
-
 NODE_HEADER = "X-Tritonfleet-Node"
 CHARGE_HEADER = "X-Tritonfleet-Charge"
 CREDIT_HEADER = "X-Tritonfleet-Credit-Remaining"
@@ -33,20 +31,26 @@ CREDIT_HEADER = "X-Tritonfleet-Credit-Remaining"
 _UNPARSEABLE_BODY = b'{"error":"failed to parse the request JSON buffer'
 
 
-def build_app(core: GatewayCore) -> web.Application:
+DataPlaneStatus = Callable[[], Awaitable[dict[str, Any]]]
+
+
+def build_app(core: GatewayCore, envoy_status: DataPlaneStatus | None = None) -> web.Application:
+    """`envoy_status`: Envoy's state, with the Envoy data plane in front of this app."""
     app = web.Application(client_max_size=core.config.max_body_bytes)
-    app.router.add_routes(HttpRoutes(core).routes())
+    app.router.add_routes(HttpRoutes(core, envoy_status).routes())
     return app
 
 
 class HttpRoutes:
     """Handlers for every route, over the state the two fronts share."""
 
-    def __init__(self, core: GatewayCore) -> None:
+    def __init__(self, core: GatewayCore, envoy_status: DataPlaneStatus | None = None) -> None:
         self.core = core
+        self.envoy_status = envoy_status
         self.config = core.config
         self.metrics = core.metrics
         self.forwarder = HttpForwarder(core.routing, core.session)
+        self.access_log = access_log.Sampler(core.config)
 
     def routes(self) -> list[web.AbstractRouteDef]:
         model_routes = []
@@ -107,18 +111,19 @@ class HttpRoutes:
             self.metrics.in_flight.dec()
         duration_s = time.monotonic() - started
         self.metrics.observe(route, response.status, duration_s)
-        line = {
-            "request_id": request_id,
-            "route": route,
-            "model": model,
-            "version": version,
-            "status": response.status,
-            "node": response.headers.get(NODE_HEADER),
-            "duration_ms": round(duration_s * 1000, 3),
-        }
-        # Logged on the loop's next turn, after aiohttp has written the answer: the client need
-        # not wait for the line's CPU (docs/benchmarks.md, "Measurements behind the code").
-        asyncio.get_running_loop().call_soon(partial(log.info, "request", extra=line))
+        if self.access_log.wanted():
+            line = {
+                "request_id": request_id,
+                "route": route,
+                "model": model,
+                "version": version,
+                "status": response.status,
+                "node": response.headers.get(NODE_HEADER),
+                "duration_ms": round(duration_s * 1000, 3),
+            }
+            # Logged on the loop's next turn, after aiohttp has written the answer: the client need
+            # not wait for the line's CPU (docs/benchmarks.md, "Measurements behind the code").
+            asyncio.get_running_loop().call_soon(access_log.write, line)
         return response
 
     async def _serve_paid(
@@ -232,7 +237,10 @@ class HttpRoutes:
         the nodes' addresses, which clients must not learn: the cluster token is required."""
         if not presents_token(request.headers.get("Authorization"), self.core.cluster_token):
             return error_response(401, "the node list needs 'Authorization: Bearer <cluster token>'")
-        return json_response({"nodes": [node.model_dump(mode="json") for node in self.core.watcher.nodes]})
+        view: dict[str, Any] = {"nodes": [node.model_dump(mode="json") for node in self.core.watcher.nodes]}
+        if self.envoy_status is not None:
+            view["envoy"] = await self.envoy_status()
+        return json_response(view)
 
     async def prometheus(self, request: web.Request) -> web.Response:
         body, content_type = render(self.core.registry)
