@@ -15,19 +15,21 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.e2e.cluster import cluster, paid_sections, simple_body
+from tests.e2e.cluster import DATA_PLANES, cluster, paid_sections, simple_body
 from tests.e2e.test_payments import funded_user, gateway_credit, ledger
 from tritonfleet.up.cluster import LocalCluster
 
 PRICES = {"simple": 1, "countdown": 2}
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+@pytest.fixture(scope="module", params=DATA_PLANES)
+def fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     tmp = tmp_path_factory.mktemp("grpc-paid")
     sections = paid_sections(tmp)
     sections["payments"]["prices"] = PRICES
-    local = cluster(tmp, {"node-1": ["simple", "countdown"]}, **sections)
+    local = cluster(
+        tmp, {"node-1": ["simple", "countdown"]}, **sections, gateway={"data_plane": request.param}
+    )
     try:
         local.start()
         yield local

@@ -28,12 +28,16 @@ from tritonfleet.up.cluster import LocalCluster
 PRICE = 1  # `simple`'s price in the default config
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+# Each ledger with one data plane: every test runs on both ledgers and both data planes, on two
+# clusters rather than four.
+@pytest.fixture(scope="module", params=[("sqlite", "python"), ("postgresql", "envoy")], ids="-".join)
 def fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     tmp = tmp_path_factory.mktemp("paid")
+    ledger, data_plane = request.param
     with ExitStack() as stack:
-        ledger_url = stack.enter_context(postgres_schema()) if request.param == "postgresql" else ""
-        local = cluster(tmp, {"node-1": ["simple"]}, **paid_sections(tmp, ledger_url))
+        ledger_url = stack.enter_context(postgres_schema()) if ledger == "postgresql" else ""
+        sections = paid_sections(tmp, ledger_url)
+        local = cluster(tmp, {"node-1": ["simple"]}, **sections, gateway={"data_plane": data_plane})
         stack.callback(local.stop)
         local.start()
         yield local

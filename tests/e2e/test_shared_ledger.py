@@ -43,13 +43,16 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         yield local
 
 
-def start_gateway(fleet: LocalCluster, name: str, stack: ExitStack) -> tuple[str, ServiceProcess]:
+def start_gateway(
+    fleet: LocalCluster, name: str, stack: ExitStack, data_plane: str = "envoy"
+) -> tuple[str, ServiceProcess]:
     """Another gateway of the cluster: the very same command, on ports of its own."""
     port = free_port()
     env = {
         **fleet.env,
         "TRITONFLEET_GATEWAY_PORT": str(port),
         "TRITONFLEET_GATEWAY_GRPC_PORT": str(free_port()),
+        "TRITONFLEET_GATEWAY_DATA_PLANE": data_plane,
     }
     argv = [sys.executable, "-m", "tritonfleet", "gateway"]
     proc = ServiceProcess(name, argv, env, fleet.state_dir / "logs" / f"{name}.log")
@@ -67,9 +70,13 @@ def start_gateway(fleet: LocalCluster, name: str, stack: ExitStack) -> tuple[str
 
 @pytest.fixture(scope="module")
 def gateways(fleet: LocalCluster) -> Iterator[list[str]]:
-    """The cluster's gateway and two more."""
+    """The cluster's gateway (Envoy's data plane) and two more: one of each data plane."""
     with ExitStack() as stack:
-        yield [fleet.gateway_url, *(start_gateway(fleet, f"gateway-{n}", stack)[0] for n in (2, 3))]
+        others = [
+            start_gateway(fleet, f"gateway-{n}", stack, plane)[0]
+            for n, plane in ((2, "python"), (3, "envoy"))
+        ]
+        yield [fleet.gateway_url, *others]
 
 
 def infer(url: str, key: str, request_id: str) -> int:

@@ -201,7 +201,9 @@ class EnvoyControl:
                 self._node_at[resources.node_address(name, node, self.gw.node_route)] = node.node_id
         names = set(members)
         for name, cluster_nodes in members.items():
-            assignment = resources.endpoints(name, cluster_nodes, self.gw.node_route)
+            assignment = resources.endpoints(
+                name, cluster_nodes, self.gw.node_route, self.config.scheduler.policy
+            )
             if self._endpoints.get(name) != assignment:
                 _write(self.files.endpoints(name), assignment)
                 self._endpoints[name] = assignment

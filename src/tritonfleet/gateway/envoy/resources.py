@@ -211,11 +211,24 @@ def clusters(names: Iterable[str], files: Files, gw: GatewayConfig, policy: Poli
     return {"resources": [_model_cluster(name, files, gw, policy) for name in sorted(names)]}
 
 
-def endpoints(cluster: str, nodes: Iterable[NodeView], route: NodeRoute) -> dict[str, Any]:
+# A node's weight with nothing queued; a queue of q divides it by 1 + q.
+FULL_WEIGHT = 100
+
+
+def endpoints(cluster: str, nodes: Iterable[NodeView], route: NodeRoute, policy: Policy) -> dict[str, Any]:
+    """With a least-request policy, each node's weight falls with the queue depth it reported
+    (Triton's pending requests, those of other gateways included), as the Python gateway adds
+    that depth to its own count: Envoy's balancer divides a weight by the requests it has in
+    flight on the host, so a node busy with another gateway's work gets less of this one's."""
     lb_endpoints = [
         {
             "endpoint": {"address": _host_port_address(node_address(cluster, node, route))},
             "metadata": {"filter_metadata": {"tritonfleet": {"node_id": node.node_id}}},
+            **(
+                {}
+                if policy is Policy.ROUND_ROBIN
+                else {"load_balancing_weight": max(1, FULL_WEIGHT // (1 + node.pending))}
+            ),
         }
         for node in nodes
     ]
