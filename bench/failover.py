@@ -1,14 +1,21 @@
 """Failover: four nodes of the latency fixture under a steady load; one node is SIGKILLed
-mid-run and restarted later.
+mid-run and restarted later, once per data plane of the gateway.
 
     .venv/bin/python -m bench.failover [--rate 100] [--steady-s 5] [--dead-s 8] [--after-s 5]
-                                       [--service-time-ms 20] [--smoke] [--output FILE]
+                                       [--service-time-ms 20] [--data-plane python,envoy]
+                                       [--smoke] [--output FILE]
 
 The load is open loop at `--rate` requests/s (a new request every 1/rate s whether or not the
 earlier ones have answered, so a stall shows as latency instead of slowing the load down), from
 a Python asyncio client, because it must read each answer's `X-Tritonfleet-Node` header, which
 wrk's summary cannot give. Meanwhile the gateway's `/metrics` (attempts per node and outcome) and
 `/v1/nodes` (its routing view) are polled every `--poll-s`.
+
+The data planes run one after the other on the same cluster, each through its own gateway: the
+cluster's (Python), and one more on Envoy's (one worker), started for its run and measured once
+Envoy routes to all four nodes, the victim of an earlier run included. Behind Envoy the
+attempts at the victim are read from Envoy's own per-host counters (its admin's `/clusters`),
+which the gateway's `/metrics` carries only a second later.
 
 The victim is node 2's manager, SIGKILLed; its Triton dies with it (the manager's guard kills
 Triton's process group when the manager goes). Reported: client-visible errors (any answer but
@@ -25,17 +32,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import itertools
 import re
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httpx
 
-from bench.fixture import LATENCY_BODY, LatencyModel, infer_path, latency_cluster, start
+from bench.fixture import (
+    LATENCY_BODY,
+    LatencyModel,
+    infer_path,
+    latency_cluster,
+    policy_gateway,
+    start,
+    triton_urls,
+)
+from bench.overhead import ENVOY_PLANE
 from bench.scenario import RESULTS, scenario_main
 from tritonfleet.processes import ServiceProcess
 from tritonfleet.protocol import NodeView
@@ -47,6 +66,11 @@ BIN_S = 0.25
 UPSTREAM_LINE = re.compile(
     r'^tritonfleet_gateway_upstream_requests_total\{node="([^"]+)",outcome="([^"]+)"\} (\S+)$', re.M
 )
+# A per-host request counter of Envoy's admin `/clusters`: cluster::host:port::counter::value
+# (a refused connection counts in rq_error: cx_connect_fail would count it twice).
+ENVOY_HOST_LINE = re.compile(r"^[^:\s]+::([^:]+:\d+)::(rq_success|rq_error|rq_timeout)::(\d+)$", re.M)
+# Outcomes of an attempt that got an answer (the Python gateway's status, Envoy's counter).
+SUCCESS = ("200", "rq_success")
 
 
 @dataclass(slots=True)
@@ -61,9 +85,50 @@ class Sample:
 @dataclass(slots=True)
 class Poll:
     at_s: float
-    # The victim's attempts so far by outcome ("200", "unavailable", ...), from /metrics.
+    # The victim's attempts so far by outcome ("200", "unavailable", ... or Envoy's counters).
     attempts: dict[str, float]
     in_view: bool
+
+
+@dataclass(frozen=True)
+class Plane:
+    """A data plane under test: the gateway's front door, and the page where its attempts at
+    the victim are counted, with how to read them from it."""
+
+    name: str
+    url: str
+    counters_url: str
+    attempts: Callable[[str], dict[str, float]]
+
+
+def gateway_attempts(metrics: str) -> dict[str, float]:
+    """The victim's attempts by outcome, from the gateway's `/metrics`."""
+    return {outcome: float(n) for node, outcome, n in UPSTREAM_LINE.findall(metrics) if node == VICTIM}
+
+
+def envoy_attempts(victim: str, clusters: str) -> dict[str, float]:
+    """The victim's attempts by Envoy's per-host counter, summed over Envoy's clusters (the
+    model's, the model version's), from its admin's `/clusters`; `victim` is host:port."""
+    attempts: dict[str, float] = {}
+    for host, counter, n in ENVOY_HOST_LINE.findall(clusters):
+        if host == victim:
+            attempts[counter] = attempts.get(counter, 0.0) + float(n)
+    return attempts
+
+
+@contextlib.contextmanager
+def gateway_of(fleet: LocalCluster, plane: str) -> Iterator[Plane]:
+    """The gateway of a data plane: the cluster's own (Python), or one more on Envoy's."""
+    if plane == "python":
+        yield Plane(plane, fleet.gateway_url, f"{fleet.gateway_url}/metrics", gateway_attempts)
+        return
+    policy = fleet.config.scheduler.policy.value
+    with policy_gateway(fleet, policy, name="gateway_envoy", env=ENVOY_PLANE) as gateway:
+        view = httpx.get(f"{gateway.url}/v1/nodes", headers=fleet.cluster_auth, timeout=5.0).json()
+        # Envoy's host for the victim: its Triton's HTTP port, as the gateway's node route is.
+        victim = triton_urls(fleet)[VICTIM].split("://", 1)[-1]
+        counters = f"http://{view['envoy']['admin']}/clusters"
+        yield Plane(plane, gateway.url, counters, functools.partial(envoy_attempts, victim))
 
 
 @dataclass
@@ -102,7 +167,7 @@ async def open_loop(url: str, rate: float, t0: float, stop: asyncio.Event, out: 
 
 
 async def poll_gateway(
-    gateway_url: str,
+    plane: Plane,
     cluster_auth: dict[str, str],
     interval_s: float,
     t0: float,
@@ -114,13 +179,12 @@ async def poll_gateway(
         while not stop.is_set():
             at_s = loop.time() - t0
             with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-                async with session.get(f"{gateway_url}/metrics") as answer:
+                async with session.get(plane.counters_url) as answer:
                     text = await answer.text()
-                async with session.get(f"{gateway_url}/v1/nodes", headers=cluster_auth) as answer:
+                async with session.get(f"{plane.url}/v1/nodes", headers=cluster_auth) as answer:
                     nodes = [NodeView.model_validate(n) for n in (await answer.json())["nodes"]]
-                attempts = {o: float(n) for node, o, n in UPSTREAM_LINE.findall(text) if node == VICTIM}
                 in_view = any(n.node_id == VICTIM and n.schedulable for n in nodes)
-                out.append(Poll(at_s, attempts, in_view))
+                out.append(Poll(at_s, plane.attempts(text), in_view))
             await asyncio.sleep(interval_s)
 
 
@@ -133,17 +197,15 @@ async def served_again(timeline: Timeline, after_s: float, timeout_s: float) -> 
     return False
 
 
-async def drive(fleet: LocalCluster, args: argparse.Namespace) -> Timeline:
+async def drive(fleet: LocalCluster, plane: Plane, args: argparse.Namespace) -> Timeline:
     loop = asyncio.get_running_loop()
     timeline, stop = Timeline(), asyncio.Event()
     victim: ServiceProcess = fleet.nodes[VICTIM]
     t0 = loop.time()
-    url = fleet.gateway_url + infer_path()
+    url = plane.url + infer_path()
     tasks = [
         asyncio.create_task(open_loop(url, args.rate, t0, stop, timeline.samples)),
-        asyncio.create_task(
-            poll_gateway(fleet.gateway_url, fleet.cluster_auth, args.poll_s, t0, stop, timeline.polls)
-        ),
+        asyncio.create_task(poll_gateway(plane, fleet.cluster_auth, args.poll_s, t0, stop, timeline.polls)),
     ]
     try:
         await asyncio.sleep(args.steady_s)
@@ -184,7 +246,7 @@ def window(samples: list[Sample], begin_s: float, end_s: float) -> dict[str, Any
 
 
 def failed_attempts(poll: Poll) -> float:
-    return sum(n for outcome, n in poll.attempts.items() if outcome != "200")
+    return sum(n for outcome, n in poll.attempts.items() if outcome not in SUCCESS)
 
 
 def analyse(timeline: Timeline, rate: float) -> dict[str, Any]:
@@ -210,7 +272,8 @@ def analyse(timeline: Timeline, rate: float) -> dict[str, Any]:
         "errors": len(errors),
         "error_examples": [asdict(s) for s in errors[:5]],
         "rate_rps": rate,
-        "failed_attempts_at_dead_node": failed_attempts(dead[-1]) - base if dead else None,
+        # The most seen: Envoy's counters of a host go when the view drops the node.
+        "failed_attempts_at_dead_node": max(map(failed_attempts, dead)) - base if dead else None,
         "ejected_after_s": since_kill(first_failure_s),
         "last_attempt_at_dead_node_s": since_kill(rises[-1] if rises else None),
         "out_of_gateway_view_s": since_kill(out_of_view_s),
@@ -258,6 +321,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restart-timeout-s", type=float, default=120.0)
     parser.add_argument("--poll-s", type=float, default=0.05, help="gateway metrics polling")
     parser.add_argument("--service-time-ms", type=float, default=20.0)
+    parser.add_argument("--data-plane", default="python,envoy", help="the gateway's, one run each in turn")
 
 
 def run(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> dict[str, Any]:
@@ -266,15 +330,19 @@ def run(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> dic
     model = LatencyModel("latency", args.service_time_ms)
     fleet = latency_cluster(tmp, {f"node-{i}": [model] for i in range(1, 5)})
     start(fleet, stack)
-    print(
-        f"{args.rate:g} requests/s open loop for {args.steady_s:g} s, then SIGKILL {VICTIM}; "
-        f"restart after {args.dead_s:g} s",
-        flush=True,
-    )
-    timeline = asyncio.run(drive(fleet, args))
-    figures = analyse(timeline, args.rate)
-    print()
-    print(report(figures))
+    planes: dict[str, dict[str, Any]] = {}
+    for name in args.data_plane.split(","):
+        with gateway_of(fleet, name) as plane:
+            print(
+                f"[{name}] {args.rate:g} requests/s open loop for {args.steady_s:g} s, then SIGKILL "
+                f"{VICTIM}; restart after {args.dead_s:g} s",
+                flush=True,
+            )
+            timeline = asyncio.run(drive(fleet, plane, args))
+        figures = analyse(timeline, args.rate)
+        print()
+        print(report(figures))
+        planes[name] = {"events": timeline.events, "summary": figures, "timeline": bins(timeline)}
     return {
         "settings": {
             "rate_rps": args.rate,
@@ -289,10 +357,11 @@ def run(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> dic
             "eject_base_s": fleet.config.gateway.eject_base_s,
             "ttl_s": fleet.config.health.ttl_s,
             "heartbeat_interval_s": fleet.config.health.heartbeat_interval_s,
+            "data_planes": list(planes),
         },
-        "events": timeline.events,
-        "summary": figures,
-        "timeline": bins(timeline),
+        # The first plane's run at the top, as before there were several.
+        **planes[next(iter(planes))],
+        "planes": planes,
     }
 
 

@@ -1,5 +1,6 @@
 """Clusters of the latency fixture (`models/_bench/latency`) for the scale-out, skew and failover
-scenarios, and the balancers put in front of them: one gateway per scheduling policy, nginx.
+scenarios, and the balancers put in front of them: gateways on each scheduling policy and data
+plane, nginx.
 
 Each node gets its own model repository in a temp dir: a copy of the fixture's config.pbtxt with
 the service time, instance count and name changed, and a link to its `1/model.py`. Dynamic
@@ -14,18 +15,16 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.overhead import Target, nginx, service, wait_infer_ok
+from bench.overhead import Target, gateway_process, nginx
 from tests.e2e.cluster import MODEL_DIRS, fleet_config
-from tritonfleet.net import free_port
 from tritonfleet.up.cluster import LocalCluster, NodeSpec
 
 FIXTURE = MODEL_DIRS["latency"]
@@ -101,26 +100,14 @@ def triton_urls(fleet: LocalCluster) -> dict[str, str]:
     return {node["node_id"]: node["triton_http_url"] for node in nodes}
 
 
-def wait_serving(url: str, model: str, timeout_s: float, proc: Any = None) -> None:
-    """Until one infer of `model` through `url` answers 200."""
-    wait_infer_ok(url, timeout_s, proc, infer_path(model), LATENCY_BODY)
-
-
-@contextlib.contextmanager
-def policy_gateway(fleet: LocalCluster, policy: str, model: str = "latency") -> Iterator[Target]:
-    """One more gateway of the cluster, its embedded scheduler on another policy."""
-    port = free_port()
-    env = {
-        **fleet.env,
-        "TRITONFLEET_GATEWAY_PORT": str(port),
-        "TRITONFLEET_GATEWAY_GRPC_PORT": str(free_port()),
-        "TRITONFLEET_SCHEDULER_POLICY": policy,
-    }
-    argv = [sys.executable, "-m", "tritonfleet", "gateway"]
-    with service(f"gateway-{policy}", argv, env, fleet.state_dir / "logs") as proc:
-        url = f"http://127.0.0.1:{port}"
-        wait_serving(url, model, 60.0, proc)
-        yield Target(policy, url, {"gateway": proc.pid})
+def policy_gateway(
+    fleet: LocalCluster, policy: str, model: str = "latency", name: str = "", env: Mapping[str, str] = {}
+) -> contextlib.AbstractContextManager[Target]:
+    """One more gateway of the cluster (named `name`, else after the policy), its embedded
+    scheduler on `policy`, some of its environment changed (`ENVOY_PLANE`: the Envoy data plane);
+    ready once `model` answers through it (and Envoy, if any, routes to every node)."""
+    env = {**env, "TRITONFLEET_SCHEDULER_POLICY": policy}
+    return gateway_process(fleet, name or policy, env, infer_path(model), LATENCY_BODY)
 
 
 def nginx_balancer(

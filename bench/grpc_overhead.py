@@ -43,7 +43,7 @@ import uvloop
 from tritonclient.utils import InferenceServerException
 
 from bench.fixture import python_data_plane
-from bench.overhead import extra_gateway
+from bench.overhead import ENVOY_PLANE, gateway_process
 from bench.scenario import RESULTS, scenario_main
 from tests.e2e.cluster import cluster
 from tritonfleet.gateway.grpc.channels import SERVICE
@@ -204,7 +204,7 @@ def run(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> dic
     direct = triton_grpc_address(fleet)
     bare = stack.enter_context(bare_proxy(direct, fleet.state_dir / "logs"))
     # Envoy's data plane, one worker (its CPU counted with the gateway's): gRPC's fast path.
-    envoy = stack.enter_context(extra_gateway(fleet, "gateway_envoy", data_plane="envoy", envoy_workers="1"))
+    envoy = stack.enter_context(gateway_process(fleet, "gateway_envoy", ENVOY_PLANE))
     targets: dict[str, tuple[str, Pids]] = {
         "direct": (direct, ()),
         "gateway": (gateway, (fleet.gateway.pid,)),

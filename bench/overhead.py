@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from bench.scenario import RESULTS, scenario_main
 from tests.e2e.cluster import cluster
 from tritonfleet.net import free_port
 from tritonfleet.processes import ServiceProcess, die_with_parent
+from tritonfleet.protocol import NodeView
 from tritonfleet.up.cluster import LocalCluster
 
 INFER_PATH = "/v2/models/simple/infer"
@@ -158,6 +159,7 @@ def wait_infer_ok(
     proc: ServiceProcess | subprocess.Popen[bytes] | None = None,
     path: str = INFER_PATH,
     body: str | bytes = BODY,
+    headers: dict[str, str] | None = None,
 ) -> None:
     """Until one infer through `url` answers 200 (the proxy is up and sees the node)."""
     deadline = time.monotonic() + timeout_s
@@ -168,7 +170,7 @@ def wait_infer_ok(
         if isinstance(proc, subprocess.Popen) and proc.poll() is not None:
             break
         try:
-            answer = httpx.post(url + path, content=body, timeout=5.0)
+            answer = httpx.post(url + path, content=body, headers=headers, timeout=5.0)
             if answer.status_code == 200:
                 return
             last = f"{answer.status_code} {answer.text[:200]}"
@@ -191,20 +193,47 @@ def service(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> I
         proc.stop(timeout_s=15.0)
 
 
-@contextlib.contextmanager
-def extra_gateway(fleet: LocalCluster, name: str, **settings: str) -> Iterator[Target]:
+# The gateway's Envoy data plane as every scenario measures it (the environment of a gateway
+# process): one Envoy worker thread, the one core nginx gets. And a short shutdown grace: the
+# gateway is stopped once measured, with nothing in flight to wait for, and Envoy's plane waits
+# out all of it today (the admin's own stats request counts as one in flight).
+ENVOY_PLANE = {
+    "TRITONFLEET_GATEWAY_DATA_PLANE": "envoy",
+    "TRITONFLEET_GATEWAY_ENVOY_WORKERS": "1",
+    "TRITONFLEET_GATEWAY_SHUTDOWN_GRACE_S": "1",
+}
+
+
+def extra_gateway(
+    fleet: LocalCluster, name: str, **settings: str
+) -> contextlib.AbstractContextManager[Target]:
     """One more gateway process of the same cluster, with some [gateway] keys changed."""
+    env = {f"TRITONFLEET_GATEWAY_{key.upper()}": value for key, value in settings.items()}
+    return gateway_process(fleet, name, env)
+
+
+@contextlib.contextmanager
+def gateway_process(
+    fleet: LocalCluster,
+    name: str,
+    env: Mapping[str, str],
+    ready_path: str = INFER_PATH,
+    ready_body: str | bytes = BODY,
+) -> Iterator[Target]:
+    """One more gateway process of the same cluster, some of its environment changed; ready once
+    an infer of `ready_path` answers 200 through it and, on the Envoy data plane, once Envoy
+    itself routes to every node of the gateway's view."""
     port, grpc_port = free_port(), free_port()
     env = {
         **fleet.env,
         "TRITONFLEET_GATEWAY_PORT": str(port),
         "TRITONFLEET_GATEWAY_GRPC_PORT": str(grpc_port),
+        **env,
     }
-    env.update({f"TRITONFLEET_GATEWAY_{key.upper()}": value for key, value in settings.items()})
     argv = [sys.executable, "-m", "tritonfleet", "gateway"]
     with service(name, argv, env, fleet.state_dir / "logs") as proc:
         url = f"http://127.0.0.1:{port}"
-        wait_infer_ok(url, 60.0, proc)
+        wait_infer_ok(url, 60.0, proc, ready_path, ready_body)
         # With the Envoy data plane, Envoy's CPU is the gateway's too.
         pids = {"gateway": proc.pid}
         for child in children(proc.pid):
@@ -215,11 +244,19 @@ def extra_gateway(fleet: LocalCluster, name: str, **settings: str) -> Iterator[T
 
 
 def wait_envoy_routes(url: str, auth: dict[str, str], proc: ServiceProcess, timeout_s: float = 30.0) -> None:
-    """Until Envoy itself routes to the nodes: before, the Python gateway behind it serves."""
+    """Until Envoy itself routes to every schedulable node of the gateway's view: before, the
+    Python gateway behind it serves what Envoy has no cluster (or no host) for yet."""
     deadline = time.monotonic() + timeout_s
-    while not httpx.get(f"{url}/v1/nodes", headers=auth, timeout=5.0).json()["envoy"]["routed"]:
+    while True:
+        view = httpx.get(f"{url}/v1/nodes", headers=auth, timeout=5.0).json()
+        nodes = {node.node_id for node in map(NodeView.model_validate, view["nodes"]) if node.schedulable}
+        if nodes and nodes <= set(view["envoy"]["routed"]):
+            return
         if time.monotonic() > deadline or not proc.alive():
-            raise RuntimeError(f"envoy did not route to a node within {timeout_s} s:\n{proc.tail()}")
+            raise RuntimeError(
+                f"envoy did not route to all of {sorted(nodes)} within {timeout_s} s "
+                f"(it routes to {view['envoy']['routed']}):\n{proc.tail()}"
+            )
         time.sleep(0.1)
 
 
@@ -489,10 +526,7 @@ def run(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> dic
         "gateway": Target("gateway", fleet.gateway_url, {"gateway": fleet.gateway.pid}),
     }
     if "gateway_envoy" in wanted:
-        target = stack.enter_context(
-            extra_gateway(fleet, "gateway_envoy", data_plane="envoy", envoy_workers="1")
-        )
-        targets["gateway_envoy"] = target
+        targets["gateway_envoy"] = stack.enter_context(gateway_process(fleet, "gateway_envoy", ENVOY_PLANE))
     if "gateway_remote" in wanted:
         target = stack.enter_context(extra_gateway(fleet, "gateway_remote", scheduler="remote"))
         targets["gateway_remote"] = target

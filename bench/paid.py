@@ -25,9 +25,11 @@ from typing import Any
 
 import httpx
 
+from bench.extauthz import extauthz_floor
 from bench.fixture import python_data_plane
 from bench.overhead import (
     BODY,
+    ENVOY_PLANE,
     WRK_SCRIPT,
     Target,
     children,
@@ -68,6 +70,36 @@ def unpaid_gateway(fleet: LocalCluster) -> Iterator[Target]:
         url = f"http://127.0.0.1:{port}"
         wait_infer_ok(url, 60.0, proc)
         yield Target("unpaid", url, {"gateway": proc.pid})
+
+
+@contextlib.contextmanager
+def paid_envoy_gateway(fleet: LocalCluster, auth: dict[str, str]) -> Iterator[Target]:
+    """A second paid gateway of the cluster, on the Envoy data plane (one worker): Envoy holds and
+    charges each request through the Python gateway's authorizer (gateway/http/authorizer.py);
+    Envoy, the Python gateway and its charge writer all count."""
+    port = free_port()
+    env = {
+        **fleet.env,
+        "TRITONFLEET_GATEWAY_PORT": str(port),
+        "TRITONFLEET_GATEWAY_GRPC_PORT": str(free_port()),
+        **ENVOY_PLANE,
+    }
+    argv = [sys.executable, "-m", "tritonfleet", "gateway"]
+    with service("gateway_paid_envoy", argv, env, fleet.state_dir / "logs") as proc:
+        url = f"http://127.0.0.1:{port}"
+        wait_infer_ok(url, 60.0, proc, headers=auth)
+        pids = {"gateway": proc.pid}
+        for child in children(proc.pid):
+            comm = Path(f"/proc/{child}/comm").read_text().strip()
+            pids["envoy" if comm == "envoy" else "charge_writer"] = child
+        yield Target("paid_envoy", url, pids)
+
+
+def triton_url(fleet: LocalCluster) -> str:
+    [node] = httpx.get(f"{fleet.health_url}/v1/nodes", headers=fleet.cluster_auth, timeout=5.0).json()[
+        "nodes"
+    ]
+    return str(node["triton_http_url"])
 
 
 def funded_key(fleet: LocalCluster) -> str:
@@ -121,10 +153,15 @@ def run_ledger(kind: str, args: argparse.Namespace, tmp: Path, stack: contextlib
     print(f"[{kind}] starting a paid cluster ...", flush=True)
     fleet.start()
     key = funded_key(fleet)
+    auth = {"Authorization": f"Bearer {key}"}
     unpaid = stack.enter_context(unpaid_gateway(fleet))
     # The gateway's charge writer process is part of the paid path: its CPU counts too.
     (writer,) = children(fleet.gateway.pid)
     paid = Target("paid", fleet.gateway_url, {"gateway": fleet.gateway.pid, "charge_writer": writer})
+    # Charging behind Envoy (external authorization, the charge in the response phase), and that
+    # design's floor: the same calls to an authorizer that checks and records nothing.
+    paid_envoy = stack.enter_context(paid_envoy_gateway(fleet, auth))
+    floor = stack.enter_context(extauthz_floor(triton_url(fleet), fleet.state_dir / "logs", auth))
     # One script for both, the key included: the unpaid gateway passes the header on to Triton,
     # which ignores it, so both get the same requests, in interleaved rounds.
     script = folder / "infer.lua"
@@ -137,7 +174,7 @@ def run_ledger(kind: str, args: argparse.Namespace, tmp: Path, stack: contextlib
     )
     assert fleet.settler is not None
     settler_cpu_s = cpu_s([fleet.settler.pid])
-    runs = measure([unpaid, paid], script, args.duration_s, args.rounds)
+    runs = measure([unpaid, paid, paid_envoy, floor], script, args.duration_s, args.rounds)
     summary = summarize(runs)
     ratio = summary["paid"]["saturation"]["rps"] / summary["unpaid"]["saturation"]["rps"]
     print(table(summary))

@@ -29,6 +29,7 @@ SCENARIOS = ("overhead", "scaleout", "skew", "failover", "paid", "grpc_overhead"
 # Every Ethereum transaction costs at least this much gas before it does anything.
 INTRINSIC_TX_GAS = 21_000
 NONE = "\u2013"  # an en dash, for figures not measured
+TIMES = "\u00d7"  # a multiplication sign, for ratios
 # The settler's defaults, which bench/paid.py runs it with.
 SETTLER = SettlerConfig()
 
@@ -63,8 +64,14 @@ def fmt(value: Any, spec: str = ".1f", unit: str = "") -> str:
     return NONE if value is None else f"{value:{spec}}{unit}"
 
 
-def verdict(reached: bool | None) -> str:
-    return {True: "**reached**", False: "**missed**", None: "not measured"}[reached]
+def verdict(reached: bool | None, unknown: str = "not measured") -> str:
+    return {True: "**reached**", False: "**missed**", None: unknown}[reached]
+
+
+def failover_planes(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{data plane: its run (events, summary, timeline)}; a file from before the planes were
+    compared holds one run, the Python data plane's."""
+    return r.get("planes") or {"python": r}
 
 
 # --- targets -----------------------------------------------------------------------------------
@@ -122,8 +129,8 @@ def checks(r: dict[str, Any]) -> list[Check]:
                 f"{(0.5 - ratio) * 100:+.0f} points",
             )
         )
-    if "failover" in r:
-        f = r["failover"]["summary"]
+    if "python" in failover_planes(r.get("failover", {})):
+        f = failover_planes(r["failover"])["python"]["summary"]
         out.append(
             Check(
                 "failover: client-visible errors (retriable requests)",
@@ -155,6 +162,110 @@ def checks(r: dict[str, Any]) -> list[Check]:
             )
         )
     return out
+
+
+# Each of issue 14's targets, on the Envoy data plane: (target, goal, its figure from the results
+# as (measured, reached, margin)).
+Figure = Callable[[dict[str, Any]], tuple[str, bool, str]]
+
+
+def envoy_throughput(r: dict[str, Any]) -> tuple[str, bool, str]:
+    s = r["overhead"]["summary"]
+    ratio = s["gateway_envoy"]["rps_vs_nginx"]
+    rps, ngx = s["gateway_envoy"]["saturation"]["rps"], s["nginx"]["saturation"]["rps"]
+    return (
+        f"{ratio:.2f} {TIMES} nginx ({rps:.0f} vs {ngx:.0f} req/s)",
+        ratio >= 0.95,
+        f"{ratio - 0.95:+.2f} {TIMES}",
+    )
+
+
+def envoy_cpu(r: dict[str, Any]) -> tuple[str, bool, str]:
+    s = r["overhead"]["summary"]
+    cpu, ngx = (s[name]["saturation"]["cpu_us_per_request"] for name in ("gateway_envoy", "nginx"))
+    ratio = cpu / ngx
+    return (
+        f"{ratio:.1f} {TIMES} nginx's ({cpu:.0f} vs {ngx:.0f} µs)",
+        ratio <= 2.5,
+        f"{2.5 - ratio:+.1f} {TIMES}",
+    )
+
+
+def envoy_added_c1(r: dict[str, Any]) -> tuple[str, bool, str]:
+    added = r["overhead"]["summary"]["gateway_envoy"]["c1"]["p50_added_ms"]
+    return f"+{added:.3f} ms", added <= 0.2, f"{0.2 - added:+.3f} ms"
+
+
+def envoy_grpc(r: dict[str, Any]) -> tuple[str, bool, str]:
+    g = r["grpc_overhead"]
+    # The load with the most concurrent calls is the one that measures throughput.
+    load = max(g["settings"]["loads"], key=lambda entry: entry["tasks"])["name"]
+    ratio = g["summary"]["ratios"]["gateway_envoy"][load]["rps_over_direct"]
+    return f"{ratio:.2f} {TIMES} direct at {load}", ratio >= 0.85, f"{ratio - 0.85:+.2f} {TIMES}"
+
+
+def envoy_skew(r: dict[str, Any]) -> tuple[str, bool, str]:
+    s, best = r["skew"]["summary"], r["skew"]["best_envoy_policy"]
+    p99, ngx = s[best]["p99_ms"], s["nginx_least_conn"]["p99_ms"]
+    return f"{best}: {p99:.0f} ms vs {ngx:.0f} ms", p99 <= ngx, f"{ngx - p99:+.0f} ms"
+
+
+def envoy_failover(r: dict[str, Any]) -> tuple[str, bool, str]:
+    f = failover_planes(r["failover"])["envoy"]["summary"]
+    return f"{f['errors']} of {f['requests']}", f["errors"] == 0, "none" if f["errors"] == 0 else "errors"
+
+
+def envoy_paid_cpu(r: dict[str, Any]) -> tuple[str, bool, str]:
+    ledger = "sqlite" if "sqlite" in r["paid"] else next(iter(r["paid"]))
+    s = r["paid"][ledger]["summary"]
+    cpu, today = (s[name]["saturation"]["cpu_us_per_request"] for name in ("paid_envoy", "paid"))
+    return f"{cpu:.0f} vs {today:.0f} µs ({ledger})", cpu < today, f"{today - cpu:+.0f} µs"
+
+
+ISSUE_14: list[tuple[str, str, Figure]] = [
+    ("tiny-request throughput", f"≥ 0.95 {TIMES} nginx's", envoy_throughput),
+    ("CPU per request at saturation", f"≤ 2.5 {TIMES} nginx's", envoy_cpu),
+    ("p50 added at 1 connection", "≤ 0.2 ms over direct", envoy_added_c1),
+    ("gRPC throughput", f"≥ 0.85 {TIMES} direct Triton gRPC", envoy_grpc),
+    ("skew: p99 of the best policy", "≤ nginx least_conn's", envoy_skew),
+    ("failover: client-visible errors", "0", envoy_failover),
+    ("paid path CPU per request", "below today's paid path (Python plane)", envoy_paid_cpu),
+]
+
+
+def issue_14_checks(r: dict[str, Any]) -> list[Check]:
+    out = []
+    for target, goal, figure in ISSUE_14:
+        try:
+            measured, reached, margin = figure(r)
+        except (KeyError, StopIteration):
+            # The scenario did not run, or ran without its Envoy target (an older results file).
+            out.append(Check(target, goal, NONE, None, NONE))
+            continue
+        out.append(Check(target, goal, measured, reached, margin))
+    return out
+
+
+def envoy_version(r: dict[str, Any]) -> str:
+    """As the scenarios read it from the binary they ran (results from before they did: unknown)."""
+    versions = (r[n]["environment"].get("envoy") for n in SCENARIOS if n in r)
+    return next((v for v in versions if v), "(version not recorded)")
+
+
+def issue_14_section(r: dict[str, Any]) -> str:
+    rows = [
+        [c.target, c.goal, c.measured, verdict(c.reached, "not run"), c.margin] for c in issue_14_checks(r)
+    ]
+    return "\n\n".join(
+        [
+            "### Targets of issue 14: the Envoy data plane",
+            f"Envoy {envoy_version(r)} with one worker thread (the one core "
+            "nginx gets) in front of the Python gateway: `gateway_envoy` in the overhead and gRPC "
+            "scenarios, `envoy_<policy>` in the skew one, the Envoy run of the failover one, "
+            "`paid_envoy` in the paid one.",
+            md_table(["target", "goal", "measured", "verdict", "margin"], rows),
+        ]
+    )
 
 
 # --- plots -------------------------------------------------------------------------------------
@@ -191,16 +302,16 @@ def plot_overhead(r: dict[str, Any], docs: Path) -> str:
 def plot_scaleout(r: dict[str, Any], docs: Path) -> str:
     sizes = r["settings"]["sizes"]
     summary = r["summary"]
-    rps = [summary[f"gateway_n{n}"]["rps"] for n in sizes]
-    one = rps[0] / sizes[0]
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.plot(sizes, [n * one for n in sizes], "--", color="#888", label="linear from 1 node")
     ideal = 1000 / r["settings"]["service_time_ms"]
     ax.plot(sizes, [n * ideal for n in sizes], ":", color="#aaa", label=f"{ideal:.0f} req/s per node")
-    ax.plot(sizes, rps, "o-", color="#3a7", label="through the gateway")
-    for n, value in zip(sizes, rps, strict=True):
-        eff = summary[f"gateway_n{n}"]["efficiency"]
-        ax.annotate(f"{value:.0f} ({eff:.0%})", (n, value), textcoords="offset points", xytext=(5, -12))
+    for gateway, names in sized(r).items():
+        figures = [summary[name] for name in names]
+        nodes, rps = [f["nodes"] for f in figures], [f["rps"] for f in figures]
+        ax.plot(nodes, rps, "o-", label=f"through {gateway}")
+        for n, f in zip(nodes, figures, strict=True):
+            label = f"{f['rps']:.0f} ({f['efficiency']:.0%})"
+            ax.annotate(label, (n, f["rps"]), textcoords="offset points", xytext=(5, -12), fontsize=8)
     ax.set_xticks(sizes)
     ax.set_xlabel("nodes")
     ax.set_ylabel("requests/s")
@@ -212,7 +323,7 @@ def plot_scaleout(r: dict[str, Any], docs: Path) -> str:
 def plot_skew(r: dict[str, Any], docs: Path) -> str:
     summary = r["summary"]
     names = list(summary)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [2, 1]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4), gridspec_kw={"width_ratios": [2, 1]})
     width = 0.27
     for i, (key, label) in enumerate((("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9"))):
         xs = [x + (i - 1) * width for x in range(len(names))]
@@ -232,32 +343,35 @@ def plot_skew(r: dict[str, Any], docs: Path) -> str:
 
 
 def plot_failover(r: dict[str, Any], docs: Path) -> str:
-    rows, events = r["timeline"], r["events"]
-    bin_s = rows[1]["t_s"] - rows[0]["t_s"] if len(rows) > 1 else 0.25
-    nodes = sorted({node for row in rows for node in row["by_node"]})
-    ts = [row["t_s"] for row in rows]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
-    bottoms = [0.0] * len(rows)
-    for node in nodes:
-        values = [row["by_node"].get(node, 0) / bin_s for row in rows]
-        top.bar(ts, values, bin_s, bottom=bottoms, align="edge", label=node)
-        bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
-    errors = [row["errors"] / bin_s for row in rows]
-    if any(errors):
-        top.bar(ts, errors, bin_s, bottom=bottoms, align="edge", color="red", label="errors")
-    top.set_ylabel("answers/s by serving node")
-    top.legend(loc="lower left", fontsize=8, ncol=len(nodes) + 1)
-    bottom.plot(ts, [row["p50_ms"] for row in rows], label="p50")
-    bottom.plot(ts, [row["p99_ms"] for row in rows], label="p99")
-    bottom.set_ylabel(f"latency per {bin_s:g} s (ms)")
-    bottom.set_xlabel("seconds (by send time)")
-    bottom.legend(fontsize=8)
-    for ax in (top, bottom):
-        for key, label, color in (("kill_s", "SIGKILL", "red"), ("restart_s", "restart", "green")):
-            if key in events:
-                ax.axvline(events[key], color=color, linestyle="--")
-                if ax is top:
-                    ax.text(events[key], ax.get_ylim()[1] * 0.95, f" {label}", color=color, va="top")
+    planes = failover_planes(r)
+    fig, axes = plt.subplots(2, len(planes), figsize=(10 * len(planes), 6), sharex="col", squeeze=False)
+    for (plane, run), (top, bottom) in zip(planes.items(), axes.T, strict=True):
+        rows, events = run["timeline"], run["events"]
+        bin_s = rows[1]["t_s"] - rows[0]["t_s"] if len(rows) > 1 else 0.25
+        nodes = sorted({node for row in rows for node in row["by_node"]})
+        ts = [row["t_s"] for row in rows]
+        bottoms = [0.0] * len(rows)
+        for node in nodes:
+            values = [row["by_node"].get(node, 0) / bin_s for row in rows]
+            top.bar(ts, values, bin_s, bottom=bottoms, align="edge", label=node)
+            bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
+        errors = [row["errors"] / bin_s for row in rows]
+        if any(errors):
+            top.bar(ts, errors, bin_s, bottom=bottoms, align="edge", color="red", label="errors")
+        top.set_title(f"{plane} data plane")
+        top.set_ylabel("answers/s by serving node")
+        top.legend(loc="lower left", fontsize=8, ncol=len(nodes) + 1)
+        bottom.plot(ts, [row["p50_ms"] for row in rows], label="p50")
+        bottom.plot(ts, [row["p99_ms"] for row in rows], label="p99")
+        bottom.set_ylabel(f"latency per {bin_s:g} s (ms)")
+        bottom.set_xlabel("seconds (by send time)")
+        bottom.legend(fontsize=8)
+        for ax in (top, bottom):
+            for key, label, color in (("kill_s", "SIGKILL", "red"), ("restart_s", "restart", "green")):
+                if key in events:
+                    ax.axvline(events[key], color=color, linestyle="--")
+                    if ax is top:
+                        ax.text(events[key], ax.get_ylim()[1] * 0.95, f" {label}", color=color, va="top")
     settings = r["settings"]
     title = f"{settings['rate_rps']:g} req/s open loop, {settings['victim']} killed and restarted"
     fig.suptitle(f"Failover: {title}")
@@ -267,16 +381,20 @@ def plot_failover(r: dict[str, Any], docs: Path) -> str:
 def plot_paid(r: dict[str, Any], docs: Path) -> str:
     ledgers = [k for k in ("sqlite", "postgresql") if k in r]
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for i, ledger in enumerate(ledgers):
-        summary = r[ledger]["summary"]
-        unpaid, paid = summary["unpaid"]["saturation"]["rps"], summary["paid"]["saturation"]["rps"]
-        ax.bar([i - 0.2], [unpaid], 0.4, color="#888", label="unpaid" if i == 0 else None)
-        ax.bar([i + 0.2], [paid], 0.4, color="#3a7", label="paid" if i == 0 else None)
-        ax.text(i + 0.2, paid, f"{paid / unpaid:.0%}", ha="center", va="bottom")
+    targets = list(dict.fromkeys(name for ledger in ledgers for name in r[ledger]["summary"]))
+    width = 0.8 / len(targets)
+    for i, name in enumerate(targets):
+        for j, ledger in enumerate(ledgers):
+            summary = r[ledger]["summary"]
+            if name not in summary:
+                continue
+            x, rps = j + (i - (len(targets) - 1) / 2) * width, summary[name]["saturation"]["rps"]
+            ax.bar([x], [rps], width, color=f"C{i}", label=name if j == 0 else None)
+            ax.text(x, rps, f"{rps / summary['unpaid']['saturation']['rps']:.0%}", ha="center", va="bottom")
     ax.set_xticks(range(len(ledgers)), ledgers)
-    ax.set_ylabel("requests/s at saturation")
+    ax.set_ylabel("requests/s at saturation (% of unpaid)")
     ax.set_title("Paid path vs unpaid, per ledger (simple model)")
-    ax.legend()
+    ax.legend(fontsize=8)
     return save(fig, docs, "paid")
 
 
@@ -290,7 +408,7 @@ def plot_grpc(r: dict[str, Any], docs: Path) -> str:
         ax.bar(xs, [by_load[load]["rps"] for load in loads], width, label=name)
     ax.set_xticks(range(len(loads)), [f"{load} (concurrent calls)" for load in loads])
     ax.set_ylabel("requests/s")
-    ax.set_title("gRPC ModelInfer: direct vs gateway (simple model)")
+    ax.set_title("gRPC ModelInfer: direct vs proxied (simple model)")
     ax.legend()
     return save(fig, docs, "grpc")
 
@@ -325,7 +443,9 @@ def overhead_section(r: dict[str, Any], image: str) -> str:
             "body); wrk at saturation (`-t2 -c32`) and closed loop at 1 and 4 connections; "
             f"{settings['rounds']} interleaved rounds of {settings['duration_s']:g} s, medians. Latencies "
             "in ms. *CPU µs/req* is the CPU time of the target's own processes per request (the "
-            "steadiest figure on a shared machine). nginx runs "
+            "steadiest figure on a shared machine). `gateway` is the Python data plane; "
+            "`gateway_envoy`, where run, Envoy with one worker thread in front of it, sending "
+            "`infer` straight to Triton (Envoy's CPU counted with the gateway's). nginx runs "
             f"{settings['nginx_workers']} worker, as the gateway runs on one core.",
             md_table(head, rows),
             f"![overhead]({image})",
@@ -377,24 +497,36 @@ def stacks_section(r: dict[str, Any]) -> str:
     )
 
 
+def sized(r: dict[str, Any]) -> dict[str, list[str]]:
+    """{gateway: its targets by size}: `gateway_n4` and `gateway_envoy_n4` are both 4 nodes."""
+    out: dict[str, list[str]] = {}
+    for name, f in r["summary"].items():
+        if "nodes" in f:  # all but direct_n1
+            out.setdefault(name.rpartition("_n")[0], []).append(name)
+    return out
+
+
 def scaleout_section(r: dict[str, Any], image: str) -> str:
     s, settings = r["summary"], r["settings"]
     direct = s["direct_n1"]
-    rows = [["1, direct to Triton", fmt(direct["rps"]), NONE, NONE, fmt(direct["p50_ms"])]]
+    rows = [["direct to Triton", "1", fmt(direct["rps"]), NONE, NONE, fmt(direct["p50_ms"])]]
     rows[0] += [fmt(direct["p99_ms"]), fmt(direct.get("foreign_cpu_share"), ".0%")]
-    for n in settings["sizes"]:
-        f = s[f"gateway_n{n}"]
-        rows.append(
-            [
-                str(n),
-                fmt(f["rps"]),
-                f"{n * 1000 / settings['service_time_ms']:.0f}",
-                f"{f['efficiency']:.1%}",
-                fmt(f["p50_ms"]),
-                fmt(f["p99_ms"]),
-                fmt(f.get("foreign_cpu_share"), ".0%"),
-            ]
-        )
+    for gateway, names in sized(r).items():
+        for name in names:
+            f = s[name]
+            rows.append(
+                [
+                    gateway,
+                    str(f["nodes"]),
+                    fmt(f["rps"]),
+                    f"{f['nodes'] * 1000 / settings['service_time_ms']:.0f}",
+                    f"{f['efficiency']:.1%}",
+                    fmt(f["p50_ms"]),
+                    fmt(f["p99_ms"]),
+                    fmt(f.get("foreign_cpu_share"), ".0%"),
+                ]
+            )
+    head = ["through", "nodes", "req/s", "ideal", "efficiency", "p50 ms", "p99 ms", "foreign CPU"]
     return "\n\n".join(
         [
             "## 2. Scale-out",
@@ -405,9 +537,10 @@ def scaleout_section(r: dict[str, Any], image: str) -> str:
             "served by exactly that many nodes, so all sizes run interleaved on one cluster. wrk "
             f"keeps {settings['connections_per_node']} connections per node open; "
             f"{settings['rounds']} rounds of {settings['duration_s']:g} s, medians; policy "
-            f"`{settings['policy']}`. Efficiency = req/s at N ÷ (N \u00d7 req/s at 1 node), both "
-            "through the gateway.",
-            md_table(["nodes", "req/s", "ideal", "efficiency", "p50 ms", "p99 ms", "foreign CPU"], rows),
+            f"`{settings['policy']}`. `gateway` is the Python data plane, `gateway_envoy` (where run) "
+            "a second gateway of the cluster on the Envoy data plane (one worker). Efficiency = "
+            f"req/s at N ÷ (N {TIMES} req/s at 1 node), both through the same gateway.",
+            md_table(head, rows),
             per_round(r),
             f"![scale-out]({image})",
         ]
@@ -415,11 +548,11 @@ def scaleout_section(r: dict[str, Any], image: str) -> str:
 
 
 def per_round(r: dict[str, Any]) -> str:
-    """Each round's req/s per size: on a shared machine one stalled round shows here."""
-    sizes = r["settings"]["sizes"]
-    rounds = len(r["runs"][f"gateway_n{sizes[0]}"])
-    rows = [[str(n), *(fmt(run["rps"]) for run in r["runs"][f"gateway_n{n}"])] for n in sizes]
-    head = ["nodes", *(f"round {i} req/s" for i in range(1, rounds + 1))]
+    """Each round's req/s per target: on a shared machine one stalled round shows here."""
+    names = [name for names in sized(r).values() for name in names]
+    rounds = len(r["runs"][names[0]])
+    rows = [[name, *(fmt(run["rps"]) for run in r["runs"][name])] for name in names]
+    head = ["target", *(f"round {i} req/s" for i in range(1, rounds + 1))]
     return "Each round (the table above shows medians):\n\n" + md_table(head, rows)
 
 
@@ -447,11 +580,14 @@ def skew_section(r: dict[str, Any], image: str) -> str:
         [
             "## 3. Load balancing under skew",
             f"`bench/skew.py`: four nodes at {times} ms (one instance each, no batching: capacity "
-            f"{settings['capacity_rps']:.0f} req/s), one gateway per scheduling policy, and nginx over "
+            f"{settings['capacity_rps']:.0f} req/s), one gateway per scheduling policy on the Python "
+            "data plane, their twins on the Envoy data plane where run (`envoy_<policy>`: Envoy, one "
+            "worker, balances the nodes itself: `round_robin` as ROUND_ROBIN, `least_outstanding` as "
+            "LEAST_REQUEST over every host, `p2c` as LEAST_REQUEST of two), and nginx over "
             "the same four Triton nodes with `least_conn` and with its default round robin. wrk "
             f"closed loop, {settings['connections']} connections, {settings['rounds']} interleaved "
             f"rounds of {settings['duration_s']:g} s, medians; p99.9 from wrk's histogram. Latencies "
-            "in ms.",
+            "in ms; ÷ rr: against the Python gateway's round robin.",
             md_table(SKEW_HEAD, rows),
             f"![skew]({image})",
             "Round robin sends a quarter of the requests to the slow node whatever its queue, so "
@@ -480,30 +616,48 @@ def skew_comparison(r: dict[str, Any]) -> str:
             f"({ngx['p99_ms']:.0f} ms, {ngx['p99_vs_round_robin']:.0%} of round robin's) at "
             f"{ngx['rps']:.0f} req/s against {s[best]['rps']:.0f}."
         )
+    if "best_envoy_policy" in r:
+        envoy = r["best_envoy_policy"]
+        text += (
+            f" On the Envoy data plane the best was `{envoy}`: p99 {s[envoy]['p99_ms']:.0f} ms at "
+            f"{s[envoy]['rps']:.0f} req/s."
+        )
     return text
 
 
 def failover_section(r: dict[str, Any], image: str) -> str:
-    f, settings = r["summary"], r["settings"]
+    settings, planes = r["settings"], failover_planes(r)
 
-    def window(name: str, w: dict[str, Any]) -> list[str]:
+    def window(plane: str, name: str, w: dict[str, Any]) -> list[str]:
         figures = [fmt(w["p50_ms"]), fmt(w["p99_ms"]), fmt(w["max_ms"])]
-        return [name, str(w["requests"]), str(w["errors"]), *figures]
+        return [plane, name, str(w["requests"]), str(w["errors"]), *figures]
 
-    rows = [
-        ["client-visible errors", f"{f['errors']} of {f['requests']}"],
-        ["dead node ejected (first failed attempt at it)", fmt(f["ejected_after_s"], ".3f", " s")],
-        ["failed attempts at the dead node (each retried)", fmt(f["failed_attempts_at_dead_node"], ".0f")],
-        ["last attempt at the dead node", fmt(f["last_attempt_at_dead_node_s"], ".3f", " s")],
-        ["dropped from the gateway's view", fmt(f["out_of_gateway_view_s"], ".3f", " s")],
-        ["after restart: back in the gateway's view", fmt(f["back_in_gateway_view_s"], ".3f", " s")],
-        ["after restart: serving again", fmt(f["serving_again_s"], ".3f", " s")],
+    # (figure, how to read it from a plane's summary)
+    figures: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+        ("client-visible errors", lambda f: f"{f['errors']} of {f['requests']}"),
+        ("dead node ejected (first failed attempt at it)", lambda f: fmt(f["ejected_after_s"], ".3f", " s")),
+        (
+            "failed attempts at the dead node (each retried)",
+            lambda f: fmt(f["failed_attempts_at_dead_node"], ".0f"),
+        ),
+        ("last attempt at the dead node", lambda f: fmt(f["last_attempt_at_dead_node_s"], ".3f", " s")),
+        ("dropped from the gateway's view", lambda f: fmt(f["out_of_gateway_view_s"], ".3f", " s")),
+        (
+            "after restart: back in the gateway's view",
+            lambda f: fmt(f["back_in_gateway_view_s"], ".3f", " s"),
+        ),
+        ("after restart: serving again", lambda f: fmt(f["serving_again_s"], ".3f", " s")),
     ]
-    windows = [
-        window("steady, before the kill", f["steady"]),
-        window("2 s after the kill", f["after_kill"]),
-        window("restart until 2 s after serving again", f["after_restart"]),
-    ]
+    rows = [[name, *(read(run["summary"]) for run in planes.values())] for name, read in figures]
+    windows = []
+    for plane, run in planes.items():
+        f = run["summary"]
+        windows += [
+            window(plane, "steady, before the kill", f["steady"]),
+            window(plane, "2 s after the kill", f["after_kill"]),
+            window(plane, "restart until 2 s after serving again", f["after_restart"]),
+        ]
+    head = ["figure", *(f"{plane} data plane" for plane in planes)]
     return "\n\n".join(
         [
             "## 4. Failover",
@@ -515,54 +669,84 @@ def failover_section(r: dict[str, Any], image: str) -> str:
             f"`/metrics` and `/v1/nodes` are polled every {settings['poll_s'] * 1000:.0f} ms, so the "
             "times from them are good to that much. Times after the kill unless marked. Settings: "
             f"policy `{settings['policy']}`, eject back-off from {settings['eject_base_s']:g} s, "
-            f"heartbeat every {settings['heartbeat_interval_s']:g} s, TTL {settings['ttl_s']:g} s.",
-            md_table(["figure", "value"], rows),
-            md_table(["window (by send time)", "requests", "errors", "p50 ms", "p99 ms", "max ms"], windows),
+            f"heartbeat every {settings['heartbeat_interval_s']:g} s, TTL {settings['ttl_s']:g} s. "
+            "Each data plane is run in turn on the same cluster, through its own gateway; on the "
+            "Envoy data plane (one worker) the attempts at the dead node are Envoy's own per-host "
+            "counters, read from its admin at the same pace.",
+            md_table(head, rows),
+            md_table(
+                ["data plane", "window (by send time)", "requests", "errors", "p50 ms", "p99 ms", "max ms"],
+                windows,
+            ),
             f"![failover]({image})",
             "The gateway ejects a node on its first failure (connection refused or reset) and "
             "retries the request on another node, so the kill costs the client nothing but that "
             "retry. While ejected the node is tried again after a back-off that doubles (half-open), "
             "each such try retried elsewhere too, until the health checker's TTL runs out and the "
             "gateway's view drops the node. After the restart, most of the time goes to Triton "
-            "starting and loading the model; the node is routed to from its first good heartbeat.",
+            "starting and loading the model; the node is routed to from its first good heartbeat. "
+            "Envoy does the same on its data plane: its outlier detection ejects a host on its "
+            "first failure before an answer (refused, reset, timed out), the request is retried on "
+            "another host, and the gateway's view, once it drops the node, drops it from Envoy's "
+            "endpoints.",
         ]
     )
 
 
+# What each target of bench/paid.py is, for those a results file has.
+PAID_TARGETS = {
+    "unpaid": "a second gateway of the cluster with payments off",
+    "paid": "the cluster's gateway, charging every request (the Python data plane)",
+    "paid_envoy": "a second paying gateway on the Envoy data plane (one worker): Envoy, then the "
+    "Python paid path, then Triton",
+    "extauthz_floor": "the floor of an alternative design: Envoy with `ext_authz` to a stub authorizer "
+    "and a Lua call in the response phase, no ledger",
+}
+
+
 def paid_section(r: dict[str, Any], image: str) -> str:
-    rows = []
+    rows: list[list[Any]] = []
+    settled: list[list[Any]] = []
     for ledger in ("sqlite", "postgresql"):
         if ledger not in r:
             continue
         s, gas = r[ledger]["summary"], r[ledger]["settlement"]
+        unpaid = s["unpaid"]
+        for name, f in s.items():
+            rows.append(
+                [
+                    ledger,
+                    name,
+                    fmt(f["saturation"]["rps"], ".0f"),
+                    f"{f['saturation']['rps'] / unpaid['saturation']['rps']:.0%}",
+                    fmt(f["saturation"]["cpu_us_per_request"], ".0f"),
+                    fmt(f["c1"]["p50_ms"], ".3f"),
+                    fmt(f["c1"]["p50_ms"] - unpaid["c1"]["p50_ms"], "+.3f"),
+                ]
+            )
         per_request = gas.get("per_request_gas_per_inference") or gas.get("per_request_gas")
-        rows.append(
+        settled.append(
             [
                 ledger,
-                fmt(s["unpaid"]["saturation"]["rps"], ".0f"),
-                fmt(s["paid"]["saturation"]["rps"], ".0f"),
-                f"{r[ledger]['paid_vs_unpaid']:.0%}",
-                fmt(s["unpaid"]["saturation"]["cpu_us_per_request"], ".0f"),
-                fmt(s["paid"]["saturation"]["cpu_us_per_request"], ".0f"),
-                fmt(s["paid"]["c1"]["p50_ms"] - s["unpaid"]["c1"]["p50_ms"], "+.3f"),
                 f"{gas['charges']} in {gas['batches']}",
                 fmt(gas.get("settler_cpu_us_per_charge"), ".0f"),
                 fmt(gas["gas_per_inference"], ".0f"),
                 fmt(per_request, ".0f") if per_request else f"≥ {INTRINSIC_TX_GAS:,}",
             ]
         )
-    head = ["ledger", "unpaid req/s", "paid req/s = charges/s", "paid ÷ unpaid", "CPU µs/req unpaid"]
-    head += ["CPU µs/req paid", "c1 p50 added (ms)", "charges settled in batches"]
-    head += ["settler CPU µs/charge", "gas per inference"]
-    head.append("gas, one tx per inference")
+    head = ["ledger", "target", "req/s", "÷ unpaid", "CPU µs/req", "c1 p50 (ms)", "c1 p50 added (ms)"]
+    settled_head = ["ledger", "charges settled in batches", "settler CPU µs/charge", "gas per inference"]
+    settled_head.append("gas, one tx per inference")
+    names = dict.fromkeys(row[1] for row in rows)
+    described = "; ".join(f"`{name}`: {PAID_TARGETS[name]}" for name in names if name in PAID_TARGETS)
     return "\n\n".join(
         [
             "## 5. Paid path",
             "`bench/paid.py`: per ledger, one cluster with payments on (dev chain, token manager, "
-            "settler, one node serving `simple`) and two gateways in front of the same node, one "
-            "charging every request to a funded key and one with payments off; the overhead "
-            "harness drives both. The paying gateway hands its charges to a writer process of its "
-            "own, which group-commits them; the paid CPU per request counts both processes. "
+            "settler, one node serving `simple`) and its gateways in front of the same node, all "
+            f"sent the same requests with a funded key by the overhead harness. Targets: {described}. "
+            "A paying gateway hands its charges to a writer process of its own, which "
+            "group-commits them; its CPU per request counts both processes (and Envoy, in front). "
             "The settler runs beside them at its default pace (every "
             f"{SETTLER.interval_s:g} s, or sooner once {SETTLER.max_charges} "
             "charges wait), on the same cores; its CPU per settled charge is shown apart. "
@@ -572,6 +756,7 @@ def paid_section(r: dict[str, Any], image: str) -> str:
             f"which costs at least the {INTRINSIC_TX_GAS:,} gas every Ethereum transaction pays "
             "before doing anything (more with its storage writes), where the run did not measure it.",
             md_table(head, rows),
+            md_table(settled_head, settled),
             f"![paid]({image})",
         ]
     )
@@ -602,7 +787,9 @@ def grpc_section(r: dict[str, Any], image: str) -> str:
             "## 6. Overhead over gRPC",
             "`bench/grpc_overhead.py`: one Triton node serving `simple`; `tritonclient.grpc.aio` "
             "sends `ModelInfer` from 1, 4 and 16 concurrent tasks, closed loop, to Triton's own gRPC "
-            "port, to the gateway's, and to a logic-free `grpc.aio` proxy with the same generic "
+            "port, to the gateway's (`gateway`: the Python data plane; `gateway_envoy`, where run: "
+            "Envoy, one worker, in front of it, sending `ModelInfer` straight to Triton; its CPU "
+            "counted with the gateway's), and to a logic-free `grpc.aio` proxy with the same generic "
             f"handler (what grpcio itself costs); {settings['rounds']} interleaved rounds of "
             f"{settings['duration_s']:g} s after {settings['warmup_s']:g} s of warm-up, medians. The "
             "load generator is the same Python client for every target, and it shares the cores.",
@@ -631,6 +818,7 @@ def environment_section(r: dict[str, Any]) -> str:
             ]
         )
     env = next((r[n]["environment"] for n in (*SCENARIOS, "stacks") if n in r), {})
+    envoy = envoy_version(r)
     return "\n\n".join(
         [
             "## What ran where",
@@ -640,7 +828,8 @@ def environment_section(r: dict[str, Any]) -> str:
             "overhead tables show as *foreign CPU*). So the proxies compete with Triton and wrk for "
             "the same cores, and absolute figures are low and noisy; the ratios, measured side by "
             "side in interleaved rounds, are what to read. Triton is the `tritonserver` 2.51 of the "
-            f"`nvidia-pytriton` wheel on CPU; {env.get('nginx', 'nginx')}; {env.get('wrk', 'wrk')}; "
+            f"`nvidia-pytriton` wheel on CPU; {env.get('nginx', 'nginx')}; Envoy {envoy}; "
+            f"{env.get('wrk', 'wrk')}; "
             f"aiohttp {env.get('aiohttp', '?')}, uvloop {env.get('uvloop', '?')}.",
             md_table(["scenario", "run at (UTC)", "machine", "wall time"], rows),
         ]
@@ -743,6 +932,7 @@ def page(r: dict[str, Any], docs: Path) -> str:
             [[c.target, c.goal, c.measured, verdict(c.reached), c.margin] for c in checks(r)],
         ),
         missed_notes(r),
+        issue_14_section(r),
     ]
     Section = Callable[[dict[str, Any], str], str]
     Plot = Callable[[dict[str, Any], Path], str]
@@ -838,6 +1028,9 @@ def main(argv: list[str] | None = None) -> int:
     target.write_text(page(results, args.docs))
     for check in checks(results):
         print(f"{verdict(check.reached).strip('*'):12} {check.target}: {check.measured} (goal {check.goal})")
+    for check in issue_14_checks(results):
+        line = f"{verdict(check.reached, 'not run').strip('*'):12} {check.target}: {check.measured}"
+        print(f"{line} (issue 14, Envoy data plane: goal {check.goal})")
     print(f"wrote {target}")
     return 0
 

@@ -37,6 +37,14 @@ def environment() -> dict[str, Any]:
     import grpc
     import uvloop
 
+    from tritonfleet.gateway.envoy.binary import locate
+    from tritonfleet.gateway.errors import EnvoyNotFound
+
+    try:
+        # "<path>  version: <commit>/1.40.0/Clean/RELEASE/BoringSSL": the release.
+        envoy = version([str(locate("")), "--version"]).rpartition("version: ")[2].split("/")[1]
+    except EnvoyNotFound:
+        envoy = "not found"
     return {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
@@ -44,6 +52,7 @@ def environment() -> dict[str, Any]:
         "uvloop": uvloop.__version__,
         "grpcio": grpc.__version__,
         "nginx": version(["nginx", "-v"]),
+        "envoy": envoy,
         "wrk": version(["wrk", "-v"]),
         "kernel": platform.release(),
     }

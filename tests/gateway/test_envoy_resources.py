@@ -16,8 +16,11 @@ from tritonfleet.protocol import NodeHealth, NodeState
 FILES = Files("/run/xds")
 
 
-def route_table(names: list[str], fast: bool = True) -> list[dict[str, Any]]:
-    table = resources.routes(names, GatewayConfig(), fast)["resources"][0]
+PAID = resources.Authorizing(port=9999, secret="s3cret", timeout_s=11.0)
+
+
+def route_table(names: list[str], paid: resources.Authorizing | None = None) -> list[dict[str, Any]]:
+    table = resources.routes(names, GatewayConfig(), paid)["resources"][0]
     return table["virtual_hosts"][0]["routes"]
 
 
@@ -46,16 +49,35 @@ def test_nodes_that_cannot_serve_and_names_that_cannot_be_routed_as_they_are_get
     assert resources.served([sick, starting, odd]) == {}
 
 
-def test_the_fast_routes_come_before_the_python_gateway_and_only_when_fast() -> None:
-    table = route_table(["model.simple", "model.simple.v1"])
+def test_the_fast_routes_come_before_the_python_gateway() -> None:
+    table = route_table(["model.simple", "model.simple.v1", "grpc.simple"])
     assert [(r["match"].get("path") or r["match"]["prefix"], r["route"]["cluster"]) for r in table] == [
         ("/v2/models/simple/infer", "model.simple"),
         ("/v2/models/simple/versions/1/infer", "model.simple.v1"),
         ("/", resources.PYTHON_HTTP),
     ]
-    assert [r["route"]["cluster"] for r in route_table(["model.simple"], fast=False)] == [
-        resources.PYTHON_HTTP
+
+
+def test_paid_fast_routes_are_authorized_and_charged_by_the_python_gateway_the_rest_is_not() -> None:
+    fast, python = route_table(["model.simple"], PAID)
+    assert fast["request_headers_to_remove"] == ["authorization"], "no node sees the API key"
+    commit = fast["typed_per_filter_config"]["envoy.filters.http.lua"]["source_code"]["inline_string"]
+    assert '"/commit"' in commit and "s3cret" in commit and "TIMEOUT_MS = 11000" in commit
+    assert python["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["disabled"]
+    (manager, _) = (
+        listener["filter_chains"][0]["filters"][0]["typed_config"]
+        for listener in resources.bootstrap(
+            resources.Ports("0.0.0.0", 1, 2, 3, 4, 5), FILES, GatewayConfig(), PAID
+        )["static_resources"]["listeners"]
+    )
+    (authz,) = [f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.ext_authz"]
+    service = authz["typed_config"]["http_service"]
+    assert service["server_uri"]["uri"] == "http://127.0.0.1:9999"
+    assert service["authorization_request"]["headers_to_add"] == [
+        {"key": "x-tritonfleet-authorizer", "value": "s3cret"}
     ]
+    assert not authz["typed_config"]["failure_mode_allow"], "no authorizer, no paid answer"
+    assert manager["generate_request_id"] is False, "the authorizer tells a client's id from its own"
 
 
 def test_a_fast_route_retries_on_another_node_before_any_answer() -> None:

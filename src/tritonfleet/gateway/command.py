@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import signal
 import ssl
 from contextlib import AsyncExitStack
@@ -17,9 +18,11 @@ from aiohttp import web
 from tritonfleet.config import ConfigError, DataPlane, FleetConfig, GatewayConfig
 from tritonfleet.gateway import access_log
 from tritonfleet.gateway.envoy.control import EnvoyControl
-from tritonfleet.gateway.envoy.resources import Ports
+from tritonfleet.gateway.envoy.resources import Authorizing, Ports
 from tritonfleet.gateway.grpc.server import GrpcServer, server_credentials
+from tritonfleet.gateway.http.authorizer import Authorizer
 from tritonfleet.gateway.http.routes import build_app
+from tritonfleet.gateway.paid import PaidPath
 from tritonfleet.gateway.service import open_core
 from tritonfleet.lifecycle import close_on_exit
 from tritonfleet.net import SERVER_IDLE_TIMEOUT_S, free_port
@@ -43,7 +46,8 @@ async def create_app(config: FleetConfig, front: Ports | None = None) -> web.App
         close_on_exit(stack, "gRPC server", partial(grpc_server.aclose, gw.shutdown_grace_s))
         await grpc_server.start()
         if front is not None:
-            envoy = EnvoyControl(config, front, core.watcher, core.metrics)
+            paid = None if core.paid is None else await serve_authorizer(config, core.paid, stack)
+            envoy = EnvoyControl(config, front, core.watcher, core.metrics, paid)
             close_on_exit(stack, "envoy", partial(envoy.aclose, 0.0))
         app = build_app(core, None if envoy is None else envoy.status)
         if envoy is not None:
@@ -72,6 +76,21 @@ async def create_app(config: FleetConfig, front: Ports | None = None) -> web.App
         },
     )
     return app
+
+
+async def serve_authorizer(config: FleetConfig, paid: PaidPath, stack: AsyncExitStack) -> Authorizing:
+    """The paid fast path's authorizer, on a loopback port of its own; closed after Envoy."""
+    gw = config.gateway
+    secret = secrets.token_urlsafe(32)
+    # A commit may wait for the node's answer and then for the charge.
+    hold_s = gw.request_timeout_s + config.payments.charge_timeout_s
+    authorizer = Authorizer(paid, secret, gw.retry_after_s, hold_s + 5.0)
+    runner = web.AppRunner(authorizer.app(), access_log=None)
+    await runner.setup()
+    close_on_exit(stack, "authorizer", runner.cleanup)
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return Authorizing(port, secret, timeout_s=config.payments.charge_timeout_s + 1.0)
 
 
 def drain_envoy_first(envoy: EnvoyControl, grace_s: float) -> None:

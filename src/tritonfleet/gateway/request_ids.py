@@ -8,6 +8,7 @@ import uuid_utils
 from tritonfleet.gateway.errors import MalformedRequest
 
 MAX_REQUEST_ID_CHARS = 128
+INVALID_REQUEST_ID = f"invalid request id: expected at most {MAX_REQUEST_ID_CHARS} printable ASCII characters"
 
 
 def new_request_id() -> str:
@@ -25,7 +26,5 @@ def checked_request_id(request_id: str) -> str:
     ASCII of at most 128 characters. Anything else is refused here, before it can fail the
     charges recorded with it."""
     if len(request_id) > MAX_REQUEST_ID_CHARS or not (request_id.isascii() and request_id.isprintable()):
-        raise MalformedRequest(
-            f"invalid request id: expected at most {MAX_REQUEST_ID_CHARS} printable ASCII characters"
-        )
+        raise MalformedRequest(INVALID_REQUEST_ID)
     return request_id

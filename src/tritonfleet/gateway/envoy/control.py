@@ -31,7 +31,7 @@ from tritonfleet.config import FleetConfig
 from tritonfleet.gateway import access_log
 from tritonfleet.gateway.envoy import resources
 from tritonfleet.gateway.envoy.binary import locate
-from tritonfleet.gateway.envoy.resources import Files, Ports
+from tritonfleet.gateway.envoy.resources import Authorizing, Files, Ports
 from tritonfleet.gateway.envoy.stats import EnvoyStats
 from tritonfleet.gateway.errors import EnvoyStartError
 from tritonfleet.gateway.metrics import GatewayMetrics
@@ -50,8 +50,14 @@ RESTART_BACKOFF = Backoff(base_s=0.5, max_s=10.0)
 
 class EnvoyControl:
     def __init__(
-        self, config: FleetConfig, ports: Ports, watcher: NodeWatcher, metrics: GatewayMetrics
+        self,
+        config: FleetConfig,
+        ports: Ports,
+        watcher: NodeWatcher,
+        metrics: GatewayMetrics,
+        paid: Authorizing | None = None,
     ) -> None:
+        """`paid`: payments are on, and the fast path's requests are held and charged there."""
         self.config = config
         self.gw = config.gateway
         self.ports = ports
@@ -61,8 +67,7 @@ class EnvoyControl:
         self.files = Files(str(self.run_dir / "xds"))
         os.mkdir(self.files.directory)
         self.admin = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.admin}", timeout=2.0)
-        # The fast path charges nothing: with payments on, every request goes through Python.
-        self.fast = not config.payments.enabled
+        self.paid = paid
         self.proc: subprocess.Popen[bytes] | None = None
         # The model clusters Envoy was given; None before the first write.
         self._clusters: set[str] | None = None
@@ -76,11 +81,13 @@ class EnvoyControl:
 
     async def start(self) -> None:
         """Write the configuration, start Envoy, wait until it serves; EnvoyStartError if not."""
+        # First: a view that comes while Envoy starts must not be missed (an idle cluster may
+        # send no other for long).
+        self.watcher.subscribe(lambda nodes: self._changed.set())
         await self._apply(self.watcher.nodes)
-        bootstrap = resources.bootstrap(self.ports, self.files, self.gw, request_ids=self.fast)
+        bootstrap = resources.bootstrap(self.ports, self.files, self.gw, self.paid)
         _write(str(self.run_dir / "bootstrap.json"), bootstrap)
         await self._launch()
-        self.watcher.subscribe(lambda nodes: self._changed.set())
         self._tasks = [
             asyncio.create_task(self._follow(), name="envoy config"),
             asyncio.create_task(self._supervise(), name="envoy supervisor"),
@@ -216,8 +223,9 @@ class EnvoyControl:
             _write(self.files.clusters, resources.clusters(known | names, self.files, self.gw, policy))
             if self.proc is not None:
                 await self._wait_clusters(added)
-        _write(self.files.routes, resources.routes(names, self.gw, self.fast))
-        _write(self.files.grpc_routes, resources.grpc_routes(names, self.gw, self.fast))
+        _write(self.files.routes, resources.routes(names, self.gw, self.paid))
+        # Paid gRPC calls go through the Python gateway, which charges them.
+        _write(self.files.grpc_routes, resources.grpc_routes(names, self.gw, fast=self.paid is None))
         if removed:
             _write(self.files.clusters, resources.clusters(names, self.files, self.gw, policy))
             for name in removed:
@@ -248,7 +256,12 @@ class EnvoyControl:
         """Until Envoy's downstream requests in flight are none, for at most `grace_s`."""
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
-            stats = (await self.admin.get("/stats", params={"filter": "downstream_rq_active$"})).text
+            # The front door's listeners, not the admin's (this very request is one).
+            stats = (
+                await self.admin.get(
+                    "/stats", params={"filter": r"^http\.(http|grpc)\.downstream_rq_active$"}
+                )
+            ).text
             if all(line.rsplit(":", 1)[-1].strip() == "0" for line in stats.splitlines() if line):
                 return
             await asyncio.sleep(0.05)

@@ -17,19 +17,24 @@ Envoy watches.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from tritonfleet.config import GatewayConfig, NodeRoute, Policy
 from tritonfleet.gateway.access_log import envoy_access_log
 from tritonfleet.gateway.envoy.tls import downstream_tls
+from tritonfleet.gateway.http.authorizer import HOLD_HEADER, SECRET_HEADER, STATUS_HEADER
+from tritonfleet.gateway.http.responses import CHARGE_HEADER, CREDIT_HEADER
+from tritonfleet.gateway.request_ids import INVALID_REQUEST_ID, MAX_REQUEST_ID_CHARS
 from tritonfleet.protocol import NodeView
 
 PYTHON_HTTP = "python_http"
 PYTHON_GRPC = "python_grpc"
+AUTHORIZER = "authorizer"
 ROUTE_CONFIG = "gateway"
 GRPC_ROUTE_CONFIG = "grpc"
 NODE_HEADER = "X-Tritonfleet-Node"
@@ -80,6 +85,8 @@ _BUFFER = f"{_TYPES}.extensions.filters.http.buffer.v3.Buffer"
 _BUFFER_PER_ROUTE = f"{_TYPES}.extensions.filters.http.buffer.v3.BufferPerRoute"
 _LUA = f"{_TYPES}.extensions.filters.http.lua.v3.Lua"
 _LUA_PER_ROUTE = f"{_TYPES}.extensions.filters.http.lua.v3.LuaPerRoute"
+_EXT_AUTHZ = f"{_TYPES}.extensions.filters.http.ext_authz.v3.ExtAuthz"
+_EXT_AUTHZ_PER_ROUTE = f"{_TYPES}.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
 _GRPC_STATS = f"{_TYPES}.extensions.filters.http.grpc_stats.v3.FilterConfig"
 _PREVIOUS_HOSTS = f"{_TYPES}.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
 
@@ -116,6 +123,16 @@ class Ports:
     admin: int
     python_http: int
     python_grpc: int
+
+
+@dataclass(frozen=True)
+class Authorizing:
+    """Paid inference on the fast path: where the Python gateway authorizes and charges it
+    (gateway/http/authorizer.py), the secret its calls carry, how long a call may take."""
+
+    port: int
+    secret: str = field(repr=False)
+    timeout_s: float
 
 
 MODEL_CLUSTER_PREFIX = "model."
@@ -162,35 +179,43 @@ def node_address(cluster: str, node: NodeView, route: NodeRoute) -> str:
     return url.split("://", 1)[-1].split("/", 1)[0]
 
 
-def bootstrap(ports: Ports, files: Files, gw: GatewayConfig, request_ids: bool) -> dict[str, Any]:
-    """`request_ids`: Envoy makes up an `X-Request-ID` for a request without one. Not with
-    payments on, where the Python gateway must tell a client's id (which it checks against the
-    ledger) from its own."""
+def bootstrap(ports: Ports, files: Files, gw: GatewayConfig, paid: Authorizing | None) -> dict[str, Any]:
+    """With `paid` (payments on), the authorizer holds and charges each fast-path request, and
+    makes up the request id of one without (it must tell a client's id, which it checks
+    against the ledger, from its own); else Envoy does."""
+    python_clusters = [
+        _python_cluster(PYTHON_HTTP, ports.python_http, gw, http2=False),
+        _python_cluster(PYTHON_GRPC, ports.python_grpc, gw, http2=True),
+    ]
+    if paid is not None:
+        python_clusters.append(_python_cluster(AUTHORIZER, paid.port, gw, http2=False))
     return {
         "node": {"id": "tritonfleet-gateway", "cluster": "tritonfleet"},
         "admin": {"address": _address("127.0.0.1", ports.admin)},
         "dynamic_resources": {"cds_config": _file_source(files.clusters, files.directory)},
         "static_resources": {
             "listeners": [
-                _listener(
-                    "http",
-                    ports.host,
-                    ports.http,
-                    _http_manager(files, gw, request_ids),
-                    downstream_tls(gw, ["h2", "http/1.1"]),
-                ),
+                {
+                    **_listener(
+                        "http",
+                        ports.host,
+                        ports.http,
+                        _http_manager(files, gw, paid),
+                        downstream_tls(gw, ["h2", "http/1.1"]),
+                    ),
+                    # A paid answer is read whole before its charge, as a request body is
+                    # before it goes to a node: each within the body limit.
+                    **({} if paid is None else {"per_connection_buffer_limit_bytes": gw.max_body_bytes}),
+                },
                 _listener(
                     "grpc",
                     ports.host,
                     ports.grpc,
-                    _grpc_manager(files, gw, request_ids),
+                    _grpc_manager(files, gw, request_ids=paid is None),
                     downstream_tls(gw, ["h2"]),
                 ),
             ],
-            "clusters": [
-                _python_cluster(PYTHON_HTTP, ports.python_http, gw, http2=False),
-                _python_cluster(PYTHON_GRPC, ports.python_grpc, gw, http2=True),
-            ],
+            "clusters": python_clusters,
         },
         "layered_runtime": {"layers": [{"name": "static", "static_layer": {}}]},
         "overload_manager": {
@@ -240,20 +265,23 @@ def endpoints(cluster: str, nodes: Iterable[NodeView], route: NodeRoute, policy:
     return {"resources": [assignment]}
 
 
-def routes(names: Iterable[str], gw: GatewayConfig, fast: bool) -> dict[str, Any]:
-    """The HTTP route table: with `fast`, a model's `infer` goes straight to its cluster;
-    anything else (and everything without `fast`) to the Python gateway."""
-    http = sorted(name for name in names if not is_grpc(name)) if fast else []
-    fast_routes = [_infer_route(name, gw) for name in http]
+def routes(names: Iterable[str], gw: GatewayConfig, paid: Authorizing | None) -> dict[str, Any]:
+    """The HTTP route table: a model's `infer` straight to its cluster (with `paid`, held and
+    charged by the authorizer); anything else to the Python gateway."""
+    http = sorted(name for name in names if not is_grpc(name))
+    fast_routes = [_infer_route(name, gw, paid) for name in http]
+    # The Python gateway parses and bounds bodies itself, and charges what it serves.
+    unfiltered: dict[str, Any] = {
+        "envoy.filters.http.buffer": {"@type": _BUFFER_PER_ROUTE, "disabled": True},
+        "envoy.filters.http.lua": {"@type": _LUA_PER_ROUTE, "disabled": True},
+    }
+    if paid is not None:
+        unfiltered["envoy.filters.http.ext_authz"] = {"@type": _EXT_AUTHZ_PER_ROUTE, "disabled": True}
     python = {
         "name": "the request",
         "match": {"prefix": "/"},
         "route": {"cluster": PYTHON_HTTP, "timeout": "0s"},
-        # The Python gateway parses and bounds bodies itself.
-        "typed_per_filter_config": {
-            "envoy.filters.http.buffer": {"@type": _BUFFER_PER_ROUTE, "disabled": True},
-            "envoy.filters.http.lua": {"@type": _LUA_PER_ROUTE, "disabled": True},
-        },
+        "typed_per_filter_config": unfiltered,
     }
     return {
         "resources": [
@@ -331,9 +359,20 @@ def _model_of(cluster: str) -> tuple[str, str]:
     return model, version
 
 
-def _infer_route(cluster: str, gw: GatewayConfig) -> dict[str, Any]:
+def _infer_route(cluster: str, gw: GatewayConfig, paid: Authorizing | None) -> dict[str, Any]:
     model, version = _model_of(cluster)
     path = f"/v2/models/{model}/versions/{version}/infer" if version else f"/v2/models/{model}/infer"
+    route = _fast_infer_route(cluster, model, version, path, gw)
+    if paid is not None:
+        route["typed_per_filter_config"] = {
+            "envoy.filters.http.lua": {"@type": _LUA_PER_ROUTE, "source_code": {"inline_string": _paid(paid)}}
+        }
+        # The API key is the authorizer's: no node sees it.
+        route["request_headers_to_remove"] = ["authorization"]
+    return route
+
+
+def _fast_infer_route(cluster: str, model: str, version: str, path: str, gw: GatewayConfig) -> dict[str, Any]:
     return {
         # What Envoy's own 503 names (_triton_errors), in the Python gateway's words.
         "name": f"model '{model}' version {version}" if version else f"model '{model}'",
@@ -397,18 +436,143 @@ def _header(key: str, value: str) -> dict[str, Any]:
 
 # Triton answers 500 to a body it cannot parse; the client's mistake deserves a 400, as the
 # Python gateway answers (http/routes.py). Only a 500's body is read.
-_CLIENTS_MISTAKE = """
+_PARSE_ERROR = """
+local function parse_error(body)
+  local start = '{"error":"failed to parse the request JSON buffer'
+  return body ~= nil and body:length() >= #start and body:getBytes(0, #start) == start
+end
+"""
+_CLIENTS_MISTAKE = (
+    _PARSE_ERROR
+    + """
 function envoy_on_response(response)
   if response:headers():get(":status") ~= "500" then
     return
   end
-  local body = response:body()
-  local start = '{"error":"failed to parse the request JSON buffer'
-  if body ~= nil and body:length() >= #start and body:getBytes(0, #start) == start then
+  if parse_error(response:body()) then
     response:headers():replace(":status", "400")
   end
 end
 """
+)
+
+
+def _paid(paid: Authorizing) -> str:
+    """The paid fast route's response phase (authorizer.py): the whole answer, then its charge
+    (or the hold freed), then the answer with what it cost; or, when the charge fails, its
+    refusal instead of the answer. The headers and body are fetched again after each wait:
+    what Lua got before it no longer holds."""
+    constants = {
+        "SECRET_HEADER": SECRET_HEADER,
+        "SECRET": paid.secret,
+        "STATUS_HEADER": STATUS_HEADER,
+        "HOLD_HEADER": HOLD_HEADER,
+        "CHARGE": CHARGE_HEADER.lower(),
+        "CREDIT": CREDIT_HEADER.lower(),
+    }
+    head = "".join(f'local {name} = "{value}"\n' for name, value in constants.items())
+    refusal = json.dumps({"error": INVALID_REQUEST_ID}, separators=(",", ":"))
+    return (
+        head
+        + f"local TIMEOUT_MS = {round(paid.timeout_s * 1000)}\n"
+        + f"local MAX_REQUEST_ID = {MAX_REQUEST_ID_CHARS}\n"
+        + f"local INVALID_REQUEST_ID = [[{refusal}]]\n"
+        + _PARSE_ERROR
+        + """
+-- A client's request id the ledger could not hold is refused here, as the Python gateway
+-- refuses it: Envoy would pass the authorizer a sanitized copy, and charge under that.
+function envoy_on_request(request)
+  local id = request:headers():get("x-request-id")
+  if id ~= nil and (#id > MAX_REQUEST_ID or id:find("[^ -~]")) then
+    request:respond({[":status"] = "400", ["content-type"] = "application/json"}, INVALID_REQUEST_ID)
+  end
+end
+
+function envoy_on_response(response)
+  -- None on the authorizer's own refusal, which is the answer.
+  local held = response:streamInfo():dynamicMetadata():get("envoy.filters.http.ext_authz")
+  local request_id = held and held[HOLD_HEADER]
+  if request_id == nil then
+    return
+  end
+  local status = response:headers():get(":status")
+  if status == "500" and parse_error(response:body()) then
+    response:headers():replace(":status", "400")
+    status = "400"
+  end
+  local answer, refused = response:httpCall(
+    "authorizer",
+    {
+      [":method"] = "POST",
+      [":path"] = "/commit",
+      [":authority"] = "authorizer",
+      [SECRET_HEADER] = SECRET,
+      ["x-request-id"] = request_id,
+      [STATUS_HEADER] = status,
+    },
+    "",
+    TIMEOUT_MS
+  )
+  local headers = response:headers()
+  headers:replace("x-request-id", request_id)
+  if answer[":status"] == "200" then
+    for _, name in ipairs({CHARGE, CREDIT}) do
+      if answer[name] ~= nil then
+        headers:replace(name, answer[name])
+      end
+    end
+    return
+  end
+  headers:replace(":status", answer[":status"] or "503")
+  headers:replace("content-type", "application/json")
+  if answer["retry-after"] ~= nil then
+    headers:replace("retry-after", answer["retry-after"])
+  end
+  local body = response:body()
+  if body ~= nil then
+    body:setBytes(refused or '{"error":"the charge could not be recorded, try again"}')
+  end
+end
+"""
+    )
+
+
+def _ext_authz(paid: Authorizing) -> dict[str, Any]:
+    """Before a paid request reaches a node: the authorizer's hold, or its refusal as the
+    answer (ext_authz passes a denial's status, headers and body on)."""
+    return {
+        "name": "envoy.filters.http.ext_authz",
+        "typed_config": {
+            "@type": _EXT_AUTHZ,
+            "transport_api_version": "V3",
+            "failure_mode_allow": False,
+            "status_on_error": {"code": "ServiceUnavailable"},
+            "http_service": {
+                "server_uri": {
+                    "uri": f"http://127.0.0.1:{paid.port}",
+                    "cluster": AUTHORIZER,
+                    "timeout": _duration(paid.timeout_s),
+                },
+                "path_prefix": "/authorize",
+                "authorization_request": {"headers_to_add": [{"key": SECRET_HEADER, "value": paid.secret}]},
+                "authorization_response": {
+                    # A refusal's, as the Python gateway answers it (not aiohttp's `server`).
+                    "allowed_client_headers": _exactly(
+                        "content-type", "x-request-id", "retry-after", "www-authenticate"
+                    ),
+                    # The request id the authorizer chose (the client's, else its own): to the
+                    # node, and, as the hold's, to the response phase.
+                    "allowed_upstream_headers": _exactly("x-request-id"),
+                    "dynamic_metadata_from_headers": _exactly(HOLD_HEADER),
+                },
+            },
+            "allowed_headers": _exactly("authorization", "x-request-id"),
+        },
+    }
+
+
+def _exactly(*names: str) -> dict[str, Any]:
+    return {"patterns": [{"exact": name} for name in names]}
 
 
 # Reads a gRPC `ModelInferRequest`'s model name and version (fields 1 and 2 of Triton's
@@ -574,7 +738,8 @@ def _balancer(policy: Policy) -> dict[str, Any]:
     return {"typed_extension_config": {"name": "least_request", "typed_config": least}}
 
 
-def _http_manager(files: Files, gw: GatewayConfig, request_ids: bool) -> dict[str, Any]:
+def _http_manager(files: Files, gw: GatewayConfig, paid: Authorizing | None) -> dict[str, Any]:
+    authorizing = [] if paid is None else [_ext_authz(paid)]
     return {
         "@type": _HCM,
         "stat_prefix": "http",
@@ -589,14 +754,17 @@ def _http_manager(files: Files, gw: GatewayConfig, request_ids: bool) -> dict[st
                 "name": "envoy.filters.http.buffer",
                 "typed_config": {"@type": _BUFFER, "max_request_bytes": gw.max_body_bytes},
             },
+            # Before the authorizer: its refusals then pass the Lua filter's response phase too,
+            # which leaves them as they are.
             {
                 "name": "envoy.filters.http.lua",
                 "typed_config": {"@type": _LUA, "default_source_code": {"inline_string": _CLIENTS_MISTAKE}},
             },
+            *authorizing,
             _ROUTER_FILTER,
         ],
         "server_header_transformation": "PASS_THROUGH",
-        "generate_request_id": request_ids,
+        "generate_request_id": paid is None,
         "preserve_external_request_id": True,
         "always_set_request_id_in_response": True,
         "request_headers_timeout": _duration(10.0),
@@ -731,8 +899,16 @@ def _triton_errors(gw: GatewayConfig) -> dict[str, Any]:
         },
         "body": {"inline_string": "the request's deadline ran out before a node answered"},
     }
+    # The authorizer's refusal (response flag UAEX) is already in Triton's shape.
+    refused = {
+        "filter": {"response_flag_filter": {"flags": ["UAEX"]}},
+        "body_format_override": {
+            "text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"},
+            "content_type": "application/json",
+        },
+    }
     return {
-        "mappers": [unavailable, too_large, timeout],
+        "mappers": [refused, unavailable, too_large, timeout],
         "body_format": {"json_format": {"error": "%LOCAL_REPLY_BODY%"}, "content_type": "application/json"},
     }
 

@@ -10,6 +10,10 @@ from aiohttp import web
 from tritonfleet.gateway.errors import GatewayError
 from tritonfleet.scheduler.errors import SchedulerError
 
+# What a paid answer cost, and the credit left on this gateway's lease.
+CHARGE_HEADER = "X-Tritonfleet-Charge"
+CREDIT_HEADER = "X-Tritonfleet-Credit-Remaining"
+
 
 def refusal(exc: GatewayError | SchedulerError, request_id: str | None, retry_after_s: int) -> web.Response:
     """An error of the gateway's or the scheduler's, with its status and figures."""

@@ -15,7 +15,13 @@ from tritonfleet.gateway import access_log
 from tritonfleet.gateway.errors import BodyTimeout, BodyTooLarge, GatewayError, MalformedRequest
 from tritonfleet.gateway.http import cluster
 from tritonfleet.gateway.http.forwarding import HttpForwarder
-from tritonfleet.gateway.http.responses import error_response, json_response, refusal
+from tritonfleet.gateway.http.responses import (
+    CHARGE_HEADER,
+    CREDIT_HEADER,
+    error_response,
+    json_response,
+    refusal,
+)
 from tritonfleet.gateway.paid import PaidPath
 from tritonfleet.gateway.request_ids import checked_request_id, new_request_id
 from tritonfleet.gateway.service import GatewayCore
@@ -25,8 +31,6 @@ from tritonfleet.proxy import end_to_end
 from tritonfleet.scheduler.errors import SchedulerError, UnknownModel
 
 NODE_HEADER = "X-Tritonfleet-Node"
-CHARGE_HEADER = "X-Tritonfleet-Charge"
-CREDIT_HEADER = "X-Tritonfleet-Credit-Remaining"
 # Triton 2.51 answers 500 to a body it cannot parse; the client's mistake deserves a 400.
 _UNPARSEABLE_BODY = b'{"error":"failed to parse the request JSON buffer'
 
