@@ -34,9 +34,9 @@ def test_each_model_and_model_version_gets_a_cluster_of_the_nodes_serving_it() -
         "model.digits": ["b"],
         "model.digits.v1": ["b"],
     }
-    (assignment,) = resources.endpoints(
-        "model.digits", members["model.digits"], NodeRoute.TRITON, Policy.ROUND_ROBIN
-    )["resources"]
+    (assignment,) = resources.endpoints("model.digits", members["model.digits"], NodeRoute.TRITON)[
+        "resources"
+    ]
     (endpoint,) = assignment["endpoints"][0]["lb_endpoints"]
     assert endpoint["endpoint"]["address"]["socket_address"] == {"address": "10.0.0.2", "port_value": 8000}
     assert endpoint["metadata"]["filter_metadata"]["tritonfleet"] == {"node_id": "b"}
@@ -128,9 +128,7 @@ def test_grpc_clusters_reach_tritons_grpc_port_over_http2() -> None:
     )
     members = resources.served([a])
     assert set(members) == {"model.simple", "model.simple.v1", "grpc.simple", "grpc.simple.v1"}
-    (assignment,) = resources.endpoints("grpc.simple", members["grpc.simple"], NodeRoute.MANAGER, Policy.P2C)[
-        "resources"
-    ]
+    (assignment,) = resources.endpoints("grpc.simple", members["grpc.simple"], NodeRoute.MANAGER)["resources"]
     (endpoint,) = assignment["endpoints"][0]["lb_endpoints"]
     assert endpoint["endpoint"]["address"]["socket_address"] == {"address": "10.0.0.1", "port_value": 8001}
     (cluster,) = resources.clusters(["grpc.simple"], FILES, GatewayConfig(), Policy.P2C)["resources"]
@@ -168,22 +166,3 @@ def test_grpc_model_infer_is_routed_on_the_model_the_lua_filter_reads_then_to_py
     assert "typed_per_filter_config" not in python_infer
     assert python_rest["typed_per_filter_config"]["envoy.filters.http.buffer"]["disabled"]
     assert [r["route"]["cluster"] for r in grpc_table(["grpc.simple"], fast=False)] == [resources.PYTHON_GRPC]
-
-
-@pytest.mark.parametrize("policy", [Policy.P2C, Policy.LEAST_OUTSTANDING])
-def test_a_least_request_policy_weighs_nodes_down_by_the_queue_they_reported(policy: Policy) -> None:
-    idle, queued, swamped = (
-        node(name, "simple", pending=pending).model_copy(
-            update={"triton_http_url": f"http://10.0.0.{i}:8000"}
-        )
-        for i, (name, pending) in enumerate((("idle", 0), ("queued", 3), ("swamped", 10_000)))
-    )
-    (assignment,) = resources.endpoints("model.simple", [idle, queued, swamped], NodeRoute.TRITON, policy)[
-        "resources"
-    ]
-    weights = [e["load_balancing_weight"] for e in assignment["endpoints"][0]["lb_endpoints"]]
-    assert weights == [resources.FULL_WEIGHT, resources.FULL_WEIGHT // 4, 1], "never 0: still a node"
-    (plain,) = resources.endpoints("model.simple", [queued], NodeRoute.TRITON, Policy.ROUND_ROBIN)[
-        "resources"
-    ]
-    assert "load_balancing_weight" not in plain["endpoints"][0]["lb_endpoints"][0]

@@ -114,13 +114,11 @@ class EnvoyControl:
 
     async def status(self) -> dict[str, Any]:
         """For `/v1/nodes` (cluster token only), `tritonfleet status` and the `make up` banner."""
-        info: dict[str, Any] = {}
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            info = json.loads((await self.admin.get("/server_info")).text)
+        info = await self._server_info()
         return {
             "state": info.get("state", "unreachable"),
             # "<commit>/1.40.0/Clean/RELEASE/BoringSSL": the release.
-            "version": [*info.get("version", "").split("/"), ""][1] if info else "",
+            "version": [*info.get("version", "").split("/"), ""][1],
             "admin": f"127.0.0.1:{self.ports.admin}",
             # The nodes Envoy itself routes to, which may lag the gateway's view by a moment.
             "routed": sorted(self.stats.routed),
@@ -128,10 +126,14 @@ class EnvoyControl:
 
     async def state(self) -> str:
         """Envoy's server state as its admin reports it (LIVE, DRAINING, ...), or why none."""
+        info = await self._server_info()
+        return str(info.get("state", f"unreachable ({info.get('error')})"))
+
+    async def _server_info(self) -> dict[str, Any]:
         try:
-            return json.loads((await self.admin.get("/server_info")).text)["state"]
-        except (httpx.HTTPError, ValueError, KeyError) as exc:
-            return f"unreachable ({exc!r})"
+            return dict(json.loads((await self.admin.get("/server_info")).text))
+        except (httpx.HTTPError, ValueError, TypeError) as exc:
+            return {"error": repr(exc)}
 
     async def _launch(self) -> None:
         log_path = self.run_dir / "envoy.log"
@@ -208,9 +210,7 @@ class EnvoyControl:
                 self._node_at[resources.node_address(name, node, self.gw.node_route)] = node.node_id
         names = set(members)
         for name, cluster_nodes in members.items():
-            assignment = resources.endpoints(
-                name, cluster_nodes, self.gw.node_route, self.config.scheduler.policy
-            )
+            assignment = resources.endpoints(name, cluster_nodes, self.gw.node_route)
             if self._endpoints.get(name) != assignment:
                 _write(self.files.endpoints(name), assignment)
                 self._endpoints[name] = assignment

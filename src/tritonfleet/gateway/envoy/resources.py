@@ -236,24 +236,17 @@ def clusters(names: Iterable[str], files: Files, gw: GatewayConfig, policy: Poli
     return {"resources": [_model_cluster(name, files, gw, policy) for name in sorted(names)]}
 
 
-# A node's weight with nothing queued; a queue of q divides it by 1 + q.
-FULL_WEIGHT = 100
-
-
-def endpoints(cluster: str, nodes: Iterable[NodeView], route: NodeRoute, policy: Policy) -> dict[str, Any]:
-    """With a least-request policy, each node's weight falls with the queue depth it reported
-    (Triton's pending requests, those of other gateways included), as the Python gateway adds
-    that depth to its own count: Envoy's balancer divides a weight by the requests it has in
-    flight on the host, so a node busy with another gateway's work gets less of this one's."""
+def endpoints(cluster: str, nodes: Iterable[NodeView], route: NodeRoute) -> dict[str, Any]:
+    """All of equal weight. Weights falling with the queue depth each node reports were tried
+    and measured worse: in the skew scenario (docs/benchmarks.md, 3 rounds of 4 s, 2026-12-01)
+    least request over all hosts had a p99 of 281 ms with them and 123 ms without, nginx's
+    least_conn 122 ms. Envoy counts its own requests in flight exactly; a reported depth lags a
+    heartbeat, counts those same requests again, and unequal weights turn Envoy's least-request
+    balancer into a weighted schedule that keeps sending to a host that just became slow."""
     lb_endpoints = [
         {
             "endpoint": {"address": _host_port_address(node_address(cluster, node, route))},
             "metadata": {"filter_metadata": {"tritonfleet": {"node_id": node.node_id}}},
-            **(
-                {}
-                if policy is Policy.ROUND_ROBIN
-                else {"load_balancing_weight": max(1, FULL_WEIGHT // (1 + node.pending))}
-            ),
         }
         for node in nodes
     ]
