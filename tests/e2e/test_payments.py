@@ -183,6 +183,21 @@ def test_a_bad_request_id_gets_400_and_fails_no_one_elses_charge(fleet: LocalClu
         assert sorted(c.request_id for c in book.usage(user.address)) == sorted(good_ids)
 
 
+def test_an_inference_the_node_refuses_is_not_charged_and_holds_nothing(fleet: LocalCluster) -> None:
+    user, key = funded_user(fleet, credit=10)
+    wrong_shape = {"inputs": [{"name": "INPUT0", "shape": [1, 3], "datatype": "INT32", "data": [1, 2, 3]}]}
+    headers = {"Authorization": f"Bearer {key}", "X-Request-ID": "refused-by-triton"}
+    url = f"{fleet.gateway_url}/v2/models/simple/infer"
+    answer = httpx.post(url, json=wrong_shape, headers=headers)
+    assert answer.status_code == 400 and "X-Tritonfleet-Charge" not in answer.headers, answer.text
+    assert "error" in answer.json(), "Triton's own refusal, as it wrote it"
+    with ledger(fleet) as book:
+        assert book.usage(user.address) == []
+    # Its price was freed: the whole deposit still serves.
+    for i in range(10):
+        assert infer(fleet, key, f"after-{i}").status_code == 200
+
+
 def test_no_key_or_a_wrong_key_gets_401(fleet: LocalCluster) -> None:
     for key in (None, "tf_not-a-key"):
         answer = infer(fleet, key)

@@ -488,8 +488,10 @@ function envoy_on_response(response)
   if request_id == nil then
     return
   end
+  -- The whole answer first: what is charged is an answer that has arrived.
+  local whole = response:body()
   local status = response:headers():get(":status")
-  if status == "500" and parse_error(response:body()) then
+  if status == "500" and parse_error(whole) then
     response:headers():replace(":status", "400")
     status = "400"
   end
@@ -518,6 +520,7 @@ function envoy_on_response(response)
   end
   headers:replace(":status", answer[":status"] or "503")
   headers:replace("content-type", "application/json")
+  headers:remove("content-encoding")
   if answer["retry-after"] ~= nil then
     headers:replace("retry-after", answer["retry-after"])
   end
