@@ -115,7 +115,8 @@ async def test_a_node_too_slow_for_the_request_timeout_gives_504_and_is_not_retr
     tritons: StartTriton, gateway: StartGateway
 ) -> None:
     stuck, live = await tritons(slow), await tritons(echo)
-    client, core = await gateway([stuck.node("a"), live.node("b")], request_timeout_s=0.1)
+    # Long enough for the request to reach the stuck node on a loaded machine.
+    client, core = await gateway([stuck.node("a"), live.node("b")], request_timeout_s=1.0)
     response = await client.post(INFER, data=b"{}")
     assert response.status == 504
     assert await response.json() == {"error": "node a did not answer within the deadline"}
