@@ -6,6 +6,7 @@ import ctypes
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -108,14 +109,17 @@ class ServiceProcess:
             return ""
 
 
-def wait_http_ok(url: str, timeout_s: float, process: ServiceProcess | None = None) -> None:
-    """Poll until GET url answers 200; fail early when the process serving it has died."""
+def wait_http_ok(
+    url: str, timeout_s: float, process: ServiceProcess | None = None, verify: ssl.SSLContext | bool = True
+) -> None:
+    """Poll until GET url answers 200; fail early when the process serving it has died. `verify`:
+    what an https url's certificate is checked against (httpx's)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and not process.alive():
             raise RuntimeError(f"{process.name} exited early; its log ends:\n{process.tail()}")
         try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
+            if httpx.get(url, verify=verify, timeout=1.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

@@ -158,7 +158,7 @@ class LocalCluster:
         if self.token_manager is not None:
             wait_http_ok(f"{self.token_manager_url}/healthz", timeout_s, self.token_manager)
         wait_http_ok(f"{self.scheduler_url}/healthz", timeout_s, self.scheduler)
-        self._wait(self._gateway_healthy, timeout_s, "the gateway did not answer /healthz", self.gateway)
+        wait_http_ok(f"{self.gateway_url}/healthz", timeout_s, self.gateway, self.gateway_trust)
         if self.web is not None:
             wait_http_ok(f"{self.web_url}/healthz", timeout_s, self.web)
         for node_id in self.nodes:
@@ -240,13 +240,6 @@ class LocalCluster:
                 return f"chain {self.config.chain.chain_id} at ".encode() in log_file.read()
         except OSError:
             return False
-
-    def _gateway_healthy(self) -> bool:
-        try:
-            answer = httpx.get(f"{self.gateway_url}/healthz", verify=self.gateway_trust, timeout=1.0)
-        except httpx.HTTPError:
-            return False
-        return answer.status_code == 200
 
     def _schedulable(self, url: str, verify: ssl.SSLContext | bool = True, envoy: bool = False) -> set[str]:
         """The schedulable nodes of a node list; with `envoy`, none until an Envoy in front of
