@@ -93,12 +93,14 @@ class Poll:
 @dataclass(frozen=True)
 class Plane:
     """A data plane under test: the gateway's front door, and the page where its attempts at
-    the victim are counted, with how to read them from it."""
+    the victim are counted (through `counters_socket`, a unix socket, when given), with how to
+    read them from it."""
 
     name: str
     url: str
     counters_url: str
     attempts: Callable[[str], dict[str, float]]
+    counters_socket: str | None = None
 
 
 def gateway_attempts(metrics: str) -> dict[str, float]:
@@ -127,8 +129,8 @@ def gateway_of(fleet: LocalCluster, plane: str) -> Iterator[Plane]:
         view = httpx.get(f"{gateway.url}/v1/nodes", headers=fleet.cluster_auth, timeout=5.0).json()
         # Envoy's host for the victim: its Triton's HTTP port, as the gateway's node route is.
         victim = triton_urls(fleet)[VICTIM].split("://", 1)[-1]
-        counters = f"http://{view['envoy']['admin']}/clusters"
-        yield Plane(plane, gateway.url, counters, functools.partial(envoy_attempts, victim))
+        attempts = functools.partial(envoy_attempts, victim)
+        yield Plane(plane, gateway.url, "http://envoy/clusters", attempts, view["envoy"]["admin"])
 
 
 @dataclass
@@ -175,11 +177,18 @@ async def poll_gateway(
     out: list[Poll],
 ) -> None:
     loop = asyncio.get_running_loop()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+    timeout = aiohttp.ClientTimeout(total=2)
+    counters_connector = (
+        None if plane.counters_socket is None else aiohttp.UnixConnector(plane.counters_socket)
+    )
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        aiohttp.ClientSession(timeout=timeout, connector=counters_connector) as counters,
+    ):
         while not stop.is_set():
             at_s = loop.time() - t0
             with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-                async with session.get(plane.counters_url) as answer:
+                async with counters.get(plane.counters_url) as answer:
                     text = await answer.text()
                 async with session.get(f"{plane.url}/v1/nodes", headers=cluster_auth) as answer:
                     nodes = [NodeView.model_validate(n) for n in (await answer.json())["nodes"]]

@@ -162,8 +162,9 @@ class GatewayConfig(Section):
     envoy_binary: str = ""
     # Envoy's worker threads; 0: one per core.
     envoy_workers: int = 0
-    # Envoy's admin interface, on loopback only; 0: a free port.
-    envoy_admin_port: int = 0
+    # Envoy's admin interface, on a unix socket only its user can open (the admin can dump
+    # the configuration, the authorizer's secret included); None: one in Envoy's run directory.
+    envoy_admin_socket: Path | None = None
     scheduler: SchedulerMode = SchedulerMode.EMBEDDED
     scheduler_url: str = "http://127.0.0.1:8081"
     node_route: NodeRoute = NodeRoute.TRITON

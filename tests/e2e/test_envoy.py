@@ -18,10 +18,7 @@ import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from tests.e2e.cluster import cluster, simple_body
-from tritonfleet.net import free_port
 from tritonfleet.up.cluster import LocalCluster
-
-ADMIN_PORT = free_port()
 
 
 @pytest.fixture(scope="module")
@@ -29,22 +26,29 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     local = cluster(
         tmp_path_factory.mktemp("envoy"),
         {"node-1": ["simple"], "node-2": ["simple", "latency"]},
-        gateway={"data_plane": "envoy", "envoy_admin_port": ADMIN_PORT},
+        # The admin where a test knows it (the default is a socket in Envoy's run directory).
+        gateway={"data_plane": "envoy", "envoy_admin_socket": str(tmp_path_factory.mktemp("admin") / "sock")},
     )
     try:
         local.start()
         # The gateway sees the nodes before Envoy has their clusters: until then the Python
         # gateway serves their requests (right, but not what these tests look at).
-        wait_until(lambda: envoy_stat("cluster.model.simple.membership_total") == 2, "envoy has both nodes")
-        wait_until(lambda: envoy_stat("cluster.model.latency.v1.membership_total") == 1, "and latency's")
-        wait_until(lambda: envoy_stat("cluster.grpc.simple.membership_total") == 2, "and gRPC's")
+        wait_until(
+            lambda: envoy_stat(local, "cluster.model.simple.membership_total") == 2, "envoy has both nodes"
+        )
+        wait_until(
+            lambda: envoy_stat(local, "cluster.model.latency.v1.membership_total") == 1, "and latency's"
+        )
+        wait_until(lambda: envoy_stat(local, "cluster.grpc.simple.membership_total") == 2, "and gRPC's")
         yield local
     finally:
         local.stop()
 
 
-def envoy_stat(name: str) -> int:
-    stats = httpx.get(f"http://127.0.0.1:{ADMIN_PORT}/stats", params={"filter": f"^{name}$"}).text
+def envoy_stat(fleet: LocalCluster, name: str) -> int:
+    admin = httpx.HTTPTransport(uds=str(fleet.config.gateway.envoy_admin_socket))
+    with httpx.Client(transport=admin, base_url="http://envoy") as client:
+        stats = client.get("/stats", params={"filter": f"^{name}$"}).text
     return int(stats.split(":")[1]) if stats else 0
 
 
@@ -77,7 +81,7 @@ def envoys_of(pid: int) -> list[int]:
 
 
 def test_stateless_inference_goes_from_envoy_straight_to_triton(fleet: LocalCluster) -> None:
-    before_envoy = envoy_stat("cluster.model.simple.upstream_rq_total")
+    before_envoy = envoy_stat(fleet, "cluster.model.simple.upstream_rq_total")
     before_python = python_served(fleet, "infer")
     counted = gateway_metric(fleet, "tritonfleet_gateway_requests_total", route="infer", code="200")
     nodes = set()
@@ -88,7 +92,7 @@ def test_stateless_inference_goes_from_envoy_straight_to_triton(fleet: LocalClus
         assert not [name for name in answer.headers if name.startswith("x-envoy")]
         nodes.add(answer.headers["X-Tritonfleet-Node"])
     assert nodes == {"node-1", "node-2"}, "round robin over the nodes serving it"
-    assert envoy_stat("cluster.model.simple.upstream_rq_total") - before_envoy == 10
+    assert envoy_stat(fleet, "cluster.model.simple.upstream_rq_total") - before_envoy == 10
     assert python_served(fleet, "infer") == before_python, "Python saw none"
     wait_until(lambda: upstream_successes(fleet) >= 10, "the gateway's metrics count them, by node")
     wait_until(
@@ -103,7 +107,7 @@ def test_stateless_inference_goes_from_envoy_straight_to_triton(fleet: LocalClus
 def test_grpc_inference_goes_from_envoy_straight_to_triton_by_the_model_in_the_message(
     fleet: LocalCluster,
 ) -> None:
-    before_envoy = envoy_stat("cluster.grpc.simple.upstream_rq_total")
+    before_envoy = envoy_stat(fleet, "cluster.grpc.simple.upstream_rq_total")
     before_python = python_served(fleet, "grpc:ModelInfer")
     counted = gateway_metric(fleet, "tritonfleet_gateway_requests_total", route="grpc:ModelInfer", code="OK")
     channel = grpc.insecure_channel(f"{fleet.config.gateway.host}:{fleet.config.gateway.grpc_port}")
@@ -126,8 +130,8 @@ def test_grpc_inference_goes_from_envoy_straight_to_triton_by_the_model_in_the_m
     assert "Request for unknown model: 'nope' is not found" in str(unknown.value.details())
     channel.close()
     assert nodes == {"node-1", "node-2"}
-    assert envoy_stat("cluster.grpc.simple.upstream_rq_total") - before_envoy == 6
-    assert envoy_stat("cluster.grpc.simple.v1.upstream_rq_total") >= 1
+    assert envoy_stat(fleet, "cluster.grpc.simple.upstream_rq_total") - before_envoy == 6
+    assert envoy_stat(fleet, "cluster.grpc.simple.v1.upstream_rq_total") >= 1
     assert python_served(fleet, "grpc:ModelInfer") == before_python + 1, "Python saw the unknown one"
     wait_until(
         lambda: (
@@ -156,11 +160,36 @@ def upstream_successes(fleet: LocalCluster) -> float:
     return sum(by_node) if len(by_node) == 2 else 0.0
 
 
+def test_envoys_admin_is_a_unix_socket_only_its_user_can_open(fleet: LocalCluster) -> None:
+    """The admin can dump the configuration, the authorizer's secret with it: no TCP port."""
+    socket = fleet.config.gateway.envoy_admin_socket
+    assert socket is not None and socket.is_socket()
+    assert socket.stat().st_mode & 0o077 == 0, oct(socket.stat().st_mode)
+    view = httpx.get(f"{fleet.gateway_url}/v1/nodes", headers=fleet.cluster_auth, timeout=5.0).json()
+    assert view["envoy"]["admin"] == str(socket)
+    (envoy,) = envoys_of(fleet.gateway.pid)
+    gw = fleet.config.gateway
+    assert listening_ports(envoy) == {gw.port, gw.grpc_port}, "the front door, nothing else"
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports a process listens on: its sockets' inodes among /proc/net/tcp's listeners."""
+    fds = Path(f"/proc/{pid}/fd")
+    inodes = {os.readlink(fd).removeprefix("socket:[").removesuffix("]") for fd in fds.iterdir()}
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            local, state, inode = row.split()[1], row.split()[3], row.split()[9]
+            if state == "0A" and inode in inodes:  # 0A: LISTEN
+                ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
 def test_a_model_on_one_node_has_a_cluster_of_that_node(fleet: LocalCluster) -> None:
     for _ in range(4):
         answer = httpx.post(f"{fleet.gateway_url}/v2/models/latency/versions/1/infer", json=latency_body())
         assert (answer.status_code, answer.headers["X-Tritonfleet-Node"]) == (200, "node-2"), answer.text
-    assert envoy_stat("cluster.model.latency.v1.upstream_rq_total") >= 4
+    assert envoy_stat(fleet, "cluster.model.latency.v1.upstream_rq_total") >= 4
 
 
 def test_envoy_follows_the_node_view(fleet: LocalCluster) -> None:
@@ -168,7 +197,9 @@ def test_envoy_follows_the_node_view(fleet: LocalCluster) -> None:
     fleet.nodes["node-1"].signal(signal.SIGTERM)
     fleet.nodes["node-1"].wait_or_kill(30)
     fleet.wait_gateway_sees({"node-2"}, 20)
-    wait_until(lambda: envoy_stat("cluster.model.simple.membership_total") == 1, "node-1 out of the cluster")
+    wait_until(
+        lambda: envoy_stat(fleet, "cluster.model.simple.membership_total") == 1, "node-1 out of the cluster"
+    )
     served = {
         httpx.post(f"{fleet.gateway_url}/v2/models/simple/infer", json=simple_body(1)).headers[
             "X-Tritonfleet-Node"
@@ -178,7 +209,7 @@ def test_envoy_follows_the_node_view(fleet: LocalCluster) -> None:
     assert served == {"node-2"}
     fleet.nodes["node-1"].start()
     fleet.wait_gateway_sees({"node-1", "node-2"}, 60)
-    wait_until(lambda: envoy_stat("cluster.model.simple.membership_total") == 2, "node-1 back in")
+    wait_until(lambda: envoy_stat(fleet, "cluster.model.simple.membership_total") == 2, "node-1 back in")
 
 
 def test_sigterm_drains_envoy_then_the_python_gateway_without_a_failed_request(fleet: LocalCluster) -> None:

@@ -229,7 +229,7 @@ def test_status_prints_a_table_of_the_nodes(fleet: LocalCluster) -> None:
     gateway = out.splitlines()[-1]
     if fleet.config.gateway.data_plane is DataPlane.ENVOY:
         # (Other tests of the module register nodes of their own.)
-        assert "envoy 1.40.0 LIVE, routing to " in gateway and "(admin 127.0.0.1:" in gateway, gateway
+        assert "envoy 1.40.0 LIVE, routing to " in gateway and "(admin socket /" in gateway, gateway
         assert "node-1" in gateway and "node-2" in gateway
     else:
         assert "python data plane, 2 nodes in view" in gateway, gateway

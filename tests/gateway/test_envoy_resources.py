@@ -67,7 +67,7 @@ def test_paid_fast_routes_are_authorized_and_charged_by_the_python_gateway_the_r
     (manager, _) = (
         listener["filter_chains"][0]["filters"][0]["typed_config"]
         for listener in resources.bootstrap(
-            resources.Ports("0.0.0.0", 1, 2, 3, 4, 5), FILES, GatewayConfig(), PAID
+            resources.Ports("0.0.0.0", 1, 2, 4, 5), "/run/admin.sock", FILES, GatewayConfig(), PAID
         )["static_resources"]["listeners"]
     )
     (authz,) = [f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.ext_authz"]

@@ -157,6 +157,5 @@ def behind_envoy(config: FleetConfig) -> tuple[FleetConfig, Ports]:
     the ports of Envoy's front door (the configured ones). It keeps the TLS keys, for Envoy."""
     gw = config.gateway
     inner = gw.model_copy(update={"host": "127.0.0.1", "port": free_port(), "grpc_port": free_port()})
-    admin = gw.envoy_admin_port or free_port()
-    ports = Ports(gw.host, gw.port, gw.grpc_port, admin, inner.port, inner.grpc_port)
+    ports = Ports(gw.host, gw.port, gw.grpc_port, inner.port, inner.grpc_port)
     return config.model_copy(update={"gateway": inner}), ports

@@ -58,7 +58,7 @@ def data_plane(gateway_url: str, tls_cert_file: Path | None, headers: dict[str, 
     if envoy is None:
         return f"python data plane, {len(view.get('nodes', []))} nodes in view"
     routed = ", ".join(envoy["routed"]) or "no node"
-    return f"envoy {envoy['version']} {envoy['state']}, routing to {routed} (admin {envoy['admin']})"
+    return f"envoy {envoy['version']} {envoy['state']}, routing to {routed} (admin socket {envoy['admin']})"
 
 
 def serve(config: FleetConfig) -> int:

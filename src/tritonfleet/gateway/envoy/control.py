@@ -66,7 +66,10 @@ class EnvoyControl:
         self.run_dir = Path(tempfile.mkdtemp(prefix="tritonfleet-envoy-"))
         self.files = Files(str(self.run_dir / "xds"))
         os.mkdir(self.files.directory)
-        self.admin = httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports.admin}", timeout=2.0)
+        self.admin_socket = str(self.gw.envoy_admin_socket or self.run_dir / "admin.sock")
+        self.admin = httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(uds=self.admin_socket), base_url="http://envoy", timeout=2.0
+        )
         self.paid = paid
         self.proc: subprocess.Popen[bytes] | None = None
         # The model clusters Envoy was given; None before the first write.
@@ -85,7 +88,7 @@ class EnvoyControl:
         # send no other for long).
         self.watcher.subscribe(lambda nodes: self._changed.set())
         await self._apply(self.watcher.nodes)
-        bootstrap = resources.bootstrap(self.ports, self.files, self.gw, self.paid)
+        bootstrap = resources.bootstrap(self.ports, self.admin_socket, self.files, self.gw, self.paid)
         _write(str(self.run_dir / "bootstrap.json"), bootstrap)
         await self._launch()
         self._tasks = [
@@ -119,7 +122,7 @@ class EnvoyControl:
             "state": info.get("state", "unreachable"),
             # "<commit>/1.40.0/Clean/RELEASE/BoringSSL": the release.
             "version": [*info.get("version", "").split("/"), ""][1],
-            "admin": f"127.0.0.1:{self.ports.admin}",
+            "admin": self.admin_socket,
             # The nodes Envoy itself routes to, which may lag the gateway's view by a moment.
             "routed": sorted(self.stats.routed),
         }
@@ -172,7 +175,7 @@ class EnvoyControl:
                 "binary": str(self.binary),
                 "http": self.ports.http,
                 "grpc": self.ports.grpc,
-                "admin": self.ports.admin,
+                "admin": self.admin_socket,
             },
         )
 

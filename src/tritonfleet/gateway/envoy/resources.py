@@ -1,7 +1,7 @@
 """Envoy's configuration, derived from the gateway's settings and node view: pure functions.
 
     bootstrap()   the fixed part: the front listeners (HTTP, gRPC), the Python gateway's two
-                  clusters, the loopback admin, and where the dynamic parts are read from
+                  clusters, the admin socket, and where the dynamic parts are read from
     clusters()    CDS: one cluster per model and one per model version, over the nodes that
                   have it READY, with the policy's balancer, ejection of failing hosts; for
                   HTTP (`model.*`, to Triton's HTTP port) and for gRPC (`grpc.*`, its gRPC port)
@@ -115,12 +115,11 @@ class Files:
 
 @dataclass(frozen=True)
 class Ports:
-    """The front door Envoy listens on, its admin, and the Python gateway behind it."""
+    """The front door Envoy listens on and the Python gateway behind it."""
 
     host: str
     http: int
     grpc: int
-    admin: int
     python_http: int
     python_grpc: int
 
@@ -179,10 +178,13 @@ def node_address(cluster: str, node: NodeView, route: NodeRoute) -> str:
     return url.split("://", 1)[-1].split("/", 1)[0]
 
 
-def bootstrap(ports: Ports, files: Files, gw: GatewayConfig, paid: Authorizing | None) -> dict[str, Any]:
-    """With `paid` (payments on), the authorizer holds and charges each fast-path request, and
-    makes up the request id of one without (it must tell a client's id, which it checks
-    against the ledger, from its own); else Envoy does."""
+def bootstrap(
+    ports: Ports, admin_socket: str, files: Files, gw: GatewayConfig, paid: Authorizing | None
+) -> dict[str, Any]:
+    """Envoy's admin on `admin_socket`, for its user only. With `paid` (payments on), the
+    authorizer holds and charges each fast-path request, and makes up the request id of one
+    without (it must tell a client's id, which it checks against the ledger, from its own);
+    else Envoy does."""
     python_clusters = [
         _python_cluster(PYTHON_HTTP, ports.python_http, gw, http2=False),
         _python_cluster(PYTHON_GRPC, ports.python_grpc, gw, http2=True),
@@ -191,7 +193,7 @@ def bootstrap(ports: Ports, files: Files, gw: GatewayConfig, paid: Authorizing |
         python_clusters.append(_python_cluster(AUTHORIZER, paid.port, gw, http2=False))
     return {
         "node": {"id": "tritonfleet-gateway", "cluster": "tritonfleet"},
-        "admin": {"address": _address("127.0.0.1", ports.admin)},
+        "admin": {"address": {"pipe": {"path": admin_socket, "mode": 0o600}}},
         "dynamic_resources": {"cds_config": _file_source(files.clusters, files.directory)},
         "static_resources": {
             "listeners": [
