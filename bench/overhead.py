@@ -1,6 +1,7 @@
 """Gateway overhead on tiny requests: wrk against Triton directly, the gateway in its modes
 (the Python data plane, Envoy in front of it, the remote scheduler, forwarding through the
-manager), a bare aiohttp proxy and nginx, all in front of the same single Triton node.
+manager), a bare aiohttp proxy, a bare Envoy (bare_envoy) and nginx, all in front of the same
+single Triton node.
 
     .venv/bin/python -m bench.overhead [--duration-s 5] [--rounds 3] [--only direct,gateway]
                                        [--stacks] [--profile] [--nginx-workers 1] [--output FILE]
@@ -45,6 +46,7 @@ import httpx
 
 from bench.scenario import RESULTS, scenario_main
 from tests.e2e.cluster import cluster
+from tritonfleet.gateway.envoy.binary import locate
 from tritonfleet.net import free_port
 from tritonfleet.processes import ServiceProcess, die_with_parent
 from tritonfleet.protocol import NodeView
@@ -62,7 +64,16 @@ BODY = json.dumps(
 )
 # (name, wrk threads, connections): saturation, then two closed-loop latency loads.
 LOADS = (("saturation", 2, 32), ("c1", 1, 1), ("c4", 1, 4))
-TARGETS = ("direct", "gateway", "gateway_envoy", "gateway_remote", "gateway_manager", "bare_aiohttp", "nginx")
+TARGETS = (
+    "direct",
+    "gateway",
+    "gateway_envoy",
+    "gateway_remote",
+    "gateway_manager",
+    "bare_aiohttp",
+    "bare_envoy",
+    "nginx",
+)
 # server/client/loop of the bare proxies that --stacks adds; the first is the gateway's own.
 STACKS = (
     "aiohttp/aiohttp/uvloop",
@@ -272,6 +283,77 @@ def bare_proxy(upstream: str, log_dir: Path, stack: str = "aiohttp/aiohttp/uvloo
         url = f"http://127.0.0.1:{port}"
         wait_infer_ok(url, 30.0, proc)
         yield Target(name, url, {"proxy": proc.pid})
+
+
+def bare_envoy_bootstrap(port: int, admin_socket: str, upstream: str) -> dict[str, Any]:
+    """The least an Envoy proxy of `infer` is: one listener, the router, one static cluster of
+    the node with the fast path's balancer and retries; none of the gateway's filters (body
+    buffer, Lua, request ids, access log, local replies, ejection, per-route statistics)."""
+    host, node_port = upstream.removeprefix("http://").rsplit(":", 1)
+    address = {"socket_address": {"address": host, "port_value": int(node_port)}}
+    route = {
+        "match": {"prefix": "/"},
+        "route": {"cluster": "node", "retry_policy": {"retry_on": "connect-failure,reset", "num_retries": 2}},
+    }
+    manager = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+        ".HttpConnectionManager",
+        "stat_prefix": "bare",
+        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                },
+            }
+        ],
+    }
+    listener = {
+        "name": "bare",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}
+        ],
+    }
+    cluster = {
+        "name": "node",
+        "type": "STATIC",
+        "lb_policy": "LEAST_REQUEST",
+        "load_assignment": {
+            "cluster_name": "node",
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+        },
+    }
+    return {
+        "admin": {"address": {"pipe": {"path": admin_socket, "mode": 0o600}}},
+        "static_resources": {"listeners": [listener], "clusters": [cluster]},
+    }
+
+
+@contextlib.contextmanager
+def bare_envoy(upstream: str) -> Iterator[Target]:
+    """The gateway's Envoy binary with one worker and nothing but a route to the node
+    (bare_envoy_bootstrap): the floor under the fast path's cost, as bare_aiohttp is the
+    Python plane's."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="bench-envoy-") as tmp:
+        bootstrap = Path(tmp) / "bootstrap.json"
+        bootstrap.write_text(json.dumps(bare_envoy_bootstrap(port, f"{tmp}/admin.sock", upstream)))
+        argv = [str(locate()), "-c", str(bootstrap), "--use-dynamic-base-id", "--concurrency", "1"]
+        argv += ["--log-level", "warning", "--log-path", f"{tmp}/envoy.log"]
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_infer_ok(url, 20.0, proc)
+            yield Target("bare_envoy", url, {"envoy": proc.pid}, python=False)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 @contextlib.contextmanager
@@ -540,6 +622,8 @@ def run(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> dic
     for other in STACKS[1:] if args.stacks else ():
         target = stack.enter_context(bare_proxy(urls["triton"], logs, other))
         targets[target.name] = target
+    if "bare_envoy" in wanted:
+        targets["bare_envoy"] = stack.enter_context(bare_envoy(urls["triton"]))
     if "nginx" in wanted:
         targets["nginx"] = stack.enter_context(nginx([urls["triton"]], args.nginx_workers))
     chosen = [target for name, target in targets.items() if name in wanted or name.startswith("bare ")]

@@ -174,7 +174,8 @@ def envoy_throughput(r: dict[str, Any]) -> tuple[str, bool, str]:
     ratio = s["gateway_envoy"]["rps_vs_nginx"]
     rps, ngx = s["gateway_envoy"]["saturation"]["rps"], s["nginx"]["saturation"]["rps"]
     return (
-        f"{ratio:.2f} {TIMES} nginx ({rps:.0f} vs {ngx:.0f} req/s)",
+        f"{ratio:.2f} {TIMES} nginx ({rps:.0f} vs {ngx:.0f} req/s)"
+        + bare_floor(s, lambda bare: f"{bare['rps_vs_nginx']:.2f}"),
         ratio >= 0.95,
         f"{ratio - 0.95:+.2f} {TIMES}",
     )
@@ -185,10 +186,17 @@ def envoy_cpu(r: dict[str, Any]) -> tuple[str, bool, str]:
     cpu, ngx = (s[name]["saturation"]["cpu_us_per_request"] for name in ("gateway_envoy", "nginx"))
     ratio = cpu / ngx
     return (
-        f"{ratio:.1f} {TIMES} nginx's ({cpu:.0f} vs {ngx:.0f} µs)",
+        f"{ratio:.1f} {TIMES} nginx's ({cpu:.0f} vs {ngx:.0f} µs)"
+        + bare_floor(s, lambda bare: f"{bare['saturation']['cpu_us_per_request'] / ngx:.1f}"),
         ratio <= 2.5,
         f"{2.5 - ratio:+.1f} {TIMES}",
     )
+
+
+def bare_floor(summary: dict[str, Any], ratio: Callable[[dict[str, Any]], str]) -> str:
+    """The same ratio of `bare_envoy` (Envoy with nothing but a route), where it ran."""
+    bare = summary.get("bare_envoy")
+    return "" if bare is None else f"; bare Envoy {ratio(bare)} {TIMES}"
 
 
 def envoy_added_c1(r: dict[str, Any]) -> tuple[str, bool, str]:
@@ -445,8 +453,11 @@ def overhead_section(r: dict[str, Any], image: str) -> str:
             "in ms. *CPU µs/req* is the CPU time of the target's own processes per request (the "
             "steadiest figure on a shared machine). `gateway` is the Python data plane; "
             "`gateway_envoy`, where run, Envoy with one worker thread in front of it, sending "
-            "`infer` straight to Triton (Envoy's CPU counted with the gateway's). nginx runs "
-            f"{settings['nginx_workers']} worker, as the gateway runs on one core.",
+            "`infer` straight to Triton (Envoy's CPU counted with the gateway's); `bare_envoy`, "
+            "where run, the same Envoy binary and worker with nothing but a route to the node (no "
+            "body buffer, Lua, request ids, access log, error rewriting or ejection): the floor "
+            f"under the fast path's cost. nginx runs {settings['nginx_workers']} worker, as the "
+            "gateway runs on one core.",
             md_table(head, rows),
             f"![overhead]({image})",
         ]
@@ -455,7 +466,8 @@ def overhead_section(r: dict[str, Any], image: str) -> str:
 
 def stacks_section(r: dict[str, Any]) -> str:
     s = r["summary"]
-    bare = {name: f for name, f in s.items() if name.startswith("bare") or name == "gateway"}
+    python = {"gateway", "bare_aiohttp"}
+    bare = {name: f for name, f in s.items() if name in python or name.startswith("bare ")}
     ordered = sorted(bare.items(), key=lambda item: item[1]["saturation"]["cpu_us_per_request"] or 1e9)
     rows = [
         [

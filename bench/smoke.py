@@ -18,7 +18,10 @@ from pathlib import Path
 
 # (scenario, its flags for a run of a few seconds)
 SMOKE = (
-    ("overhead", ["--duration-s", "1", "--rounds", "1", "--only", "direct,gateway,gateway_envoy,nginx"]),
+    (
+        "overhead",
+        ["--duration-s", "1", "--rounds", "1", "--only", "direct,gateway,gateway_envoy,bare_envoy,nginx"],
+    ),
     ("scaleout", ["--smoke", "--sizes", "1,2"]),
     ("skew", ["--smoke"]),
     ("failover", ["--smoke"]),
