@@ -5,12 +5,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHROMIUM_STAMP := $(VENV)/.chromium
 TINY_SD := models/stable_diffusion/tiny/model_index.json
+TINY_LM := models/text_generation/tiny/model.safetensors
 
 BENCH_TOOLS := $(VENV)/.bench-tools
 
 .PHONY: install up test lint clean bench bench-smoke
 
-install: $(STAMP) models/digits/1/weights.npz $(TINY_SD) node_modules/.bin/anvil $(CHROMIUM_STAMP)
+install: $(STAMP) models/digits/1/weights.npz $(TINY_SD) $(TINY_LM) node_modules/.bin/anvil $(CHROMIUM_STAMP)
 	$(BIN)/python -m tritonfleet.payments.chain.contracts
 
 $(STAMP): pyproject.toml
@@ -26,6 +27,10 @@ models/digits/1/weights.npz: models/digits/train.py $(STAMP)
 # A tiny Stable Diffusion pipeline with random weights (it draws noise), for CPU tests and demos.
 $(TINY_SD): models/stable_diffusion/build_tiny.py $(STAMP)
 	TRANSFORMERS_VERBOSITY=error HF_HUB_DISABLE_PROGRESS_BARS=1 $(BIN)/python models/stable_diffusion/build_tiny.py
+
+# A tiny GPT-2 with random weights (it writes nonsense) and its tokenizer, for the generate extension.
+$(TINY_LM): models/text_generation/build_tiny.py $(STAMP)
+	TRANSFORMERS_VERBOSITY=error HF_HUB_DISABLE_PROGRESS_BARS=1 $(BIN)/python models/text_generation/build_tiny.py
 
 # The web tests drive Debian's chromium headless; Playwright's own browser download is not used.
 $(CHROMIUM_STAMP): | $(STAMP)
