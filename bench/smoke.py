@@ -27,6 +27,7 @@ SMOKE = (
     ("failover", ["--smoke"]),
     ("paid", ["--duration-s", "1", "--rounds", "1"]),
     ("grpc_overhead", ["--duration-s", "1", "--rounds", "1"]),
+    ("generate", ["--smoke"]),
 )
 
 
