@@ -158,3 +158,14 @@ def test_dev_mode_runs_on_anvil_on_this_machine(rpc_url: str) -> None:
         None, env={}, overrides={"chain": {"dev": False, "chain_id": 1, "rpc_url": "https://x.org"}}
     )
     assert not off.chain.dev
+
+
+def test_nodes_default_to_explicit_model_control_with_every_model_loaded() -> None:
+    """Explicit mode, `*` loaded at start; both overridable, and a mode Triton lacks is refused."""
+    node = load_config(None, env={}).node
+    assert (node.model_control_mode, node.load_models) == ("explicit", ["*"])
+    env = {"TRITONFLEET_NODE_MODEL_CONTROL_MODE": "poll", "TRITONFLEET_NODE_LOAD_MODELS": "simple, digits"}
+    node = load_config(None, env=env).node
+    assert (node.model_control_mode, node.load_models) == ("poll", ["simple", "digits"])
+    with pytest.raises(ConfigError, match=r"node\.model_control_mode"):
+        load_config(None, env={"TRITONFLEET_NODE_MODEL_CONTROL_MODE": "explict"})

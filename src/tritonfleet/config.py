@@ -220,6 +220,12 @@ class GatewayConfig(Section):
         return self
 
 
+class ModelControlMode(StrEnum):
+    EXPLICIT = "explicit"
+    POLL = "poll"
+    NONE = "none"
+
+
 class NodeConfig(Section):
     # Stable across restarts; empty means derived from the host name and the manager port.
     node_id: str = ""
@@ -237,9 +243,13 @@ class NodeConfig(Section):
     triton_http_port: int = 0
     triton_grpc_port: int = 0
     triton_metrics_port: int = 0
-    # `poll` lets models added to the repository appear in heartbeats without a restart.
-    model_control_mode: str = "poll"
+    # Triton's `--model-control-mode`. `explicit`: `load_models` at start, then what the
+    # gateway's model control loads and unloads; `poll`: whatever the repository holds, re-read
+    # every `repository_poll_s`; `none`: the whole repository at start, fixed.
+    model_control_mode: ModelControlMode = ModelControlMode.EXPLICIT
     repository_poll_s: int = 5
+    # With `explicit`, the models loaded at start (`--load-model`); `*` is every one.
+    load_models: list[str] = ["*"]
     capacity: int = 1
     drain_timeout_s: float = 30.0
     triton_start_timeout_s: float = 120.0

@@ -18,6 +18,12 @@ class ModelRef(BaseModel):
 
     name: str = Field(min_length=1)
     version: str = Field(min_length=1)
+    # A stateful model (its config has a `sequence_batching` section): every request of one
+    # sequence must reach the same node (gateway/sequences.py). Read by the manager from the
+    # model's config when the version becomes READY (node/observe.py).
+    sequence: bool = False
+    # When Triton forgets an idle sequence of it (`max_sequence_idle_microseconds`), seconds.
+    sequence_idle_s: float = Field(default=0.0, ge=0)
 
 
 class NodeState(StrEnum):

@@ -7,7 +7,7 @@ Bodies travel byte for byte in both directions: the client session must be creat
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -50,11 +50,19 @@ class UpstreamTimeout(UpstreamError):
     pass
 
 
+# With `relay`, an answer up to this size is still read whole (one write to the client, the
+# common case of small tensors); a longer one, or one of unknown length (a stream of events),
+# is relayed as it comes, so that the gateway holds a chunk of it at a time.
+WHOLE_ANSWER_BYTES = 1 << 20
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     status: int
     headers: CIMultiDict[str]
     body: bytes
+    # The answer still being read from the upstream, for `rest_of`; None: `body` is all of it.
+    pending: aiohttp.ClientResponse | None = None
 
 
 def new_session(connect_timeout_s: float, limit_per_host: int = 0) -> aiohttp.ClientSession:
@@ -84,19 +92,31 @@ async def exchange(
     body: bytes,
     headers: CIMultiDict[str],
     timeout_s: float,
+    relay_idle_s: float | None = None,
 ) -> Reply:
-    """Send one request and read the whole answer, mapping transport failures to UpstreamError."""
+    """Send one request and read the answer, mapping transport failures to UpstreamError: the
+    whole answer within `timeout_s`; or, with `relay_idle_s`, its head within `timeout_s` and,
+    when it is a long or open-ended 200, the rest left pending for `rest_of`, each read of it
+    within `relay_idle_s` (a stream may outlast any deadline while it keeps coming)."""
+    if relay_idle_s is None:
+        timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=session.timeout.sock_connect)
+    else:
+        # No total: the deadline bounds the whole answer only when it is read whole (below).
+        timeout = aiohttp.ClientTimeout(sock_connect=session.timeout.sock_connect, sock_read=relay_idle_s)
     try:
-        async with session.request(
-            method,
-            url,
-            data=body or None,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=timeout_s, sock_connect=session.timeout.sock_connect),
-            allow_redirects=False,
-        ) as resp:
-            payload = await resp.read()
-            return Reply(resp.status, end_to_end(resp.headers), payload)
+        async with asyncio.timeout(timeout_s if relay_idle_s else None) as within:
+            resp = await session.request(
+                method, url, data=body or None, headers=headers, timeout=timeout, allow_redirects=False
+            )
+            length = resp.content_length
+            if relay_idle_s and resp.status == 200 and (length is None or length > WHOLE_ANSWER_BYTES):
+                within.reschedule(None)
+                return Reply(resp.status, end_to_end(resp.headers), b"", resp)
+            try:
+                payload = await resp.read()
+            finally:
+                resp.release()
+        return Reply(resp.status, end_to_end(resp.headers), payload)
     except aiohttp.ConnectionTimeoutError as exc:
         # Could not even connect: the node is unreachable, which is worth another node.
         raise UpstreamUnavailable(f"{method} {url}: {exc!r}") from exc
@@ -104,6 +124,25 @@ async def exchange(
         raise UpstreamTimeout(f"{method} {url}: no answer within {timeout_s:.3g} s") from exc
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as exc:
         raise UpstreamUnavailable(f"{method} {url}: {exc!r}") from exc
+
+
+async def rest_of(reply: Reply) -> AsyncGenerator[bytes, None]:
+    """The pending rest of `reply`'s answer, chunk by chunk as it comes; UpstreamError when the
+    upstream breaks off or stalls. The upstream connection is released (or closed) after."""
+    resp = reply.pending
+    if resp is None:
+        return
+    try:
+        async for chunk in resp.content.iter_any():
+            yield chunk
+    except TimeoutError as exc:
+        resp.close()
+        raise UpstreamTimeout(f"{resp.url}: the answer stalled") from exc
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+        resp.close()
+        raise UpstreamUnavailable(f"{resp.url}: the answer broke off: {exc!r}") from exc
+    finally:
+        resp.release()
 
 
 async def aclose_session(session: aiohttp.ClientSession) -> None:

@@ -15,7 +15,12 @@ MODEL_DIRS = {
     "simple": MODELS / "simple",
     "digits": MODELS / "digits",
     "countdown": MODELS / "countdown",
+    "text_generation": MODELS / "text_generation",
+    "simple_identity": MODELS / "simple_identity",
     "latency": MODELS / "_bench" / "latency",
+    "simple_sequence": MODELS / "simple_sequence",
+    "simple_dyna_sequence": MODELS / "simple_dyna_sequence",
+    "simple_string_dyna_sequence": MODELS / "simple_string_dyna_sequence",
 }
 
 
@@ -37,7 +42,7 @@ def repository(root: Path, models: Iterable[str]) -> Path:
     """A model repository holding links to some of the project's models."""
     root.mkdir(parents=True)
     for name in models:
-        (root / name).symlink_to(MODEL_DIRS[name], target_is_directory=True)
+        (root / name).symlink_to(MODEL_DIRS.get(name, MODELS / name), target_is_directory=True)
     return root
 
 

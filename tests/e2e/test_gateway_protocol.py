@@ -86,6 +86,18 @@ def test_tritonclient_infer_gives_the_same_results_as_a_node(fleet: LocalCluster
     np.testing.assert_array_equal(got.as_numpy("OUTPUT0")[0], np.arange(16) + 3)
 
 
+@pytest.mark.parametrize("compression", ["gzip", "deflate"])
+def test_a_compressed_request_and_answer_give_the_same_results_as_a_node(
+    fleet: LocalCluster, compression: str
+) -> None:
+    direct, gateway = client(node_url(fleet, "node-1")), client(fleet.gateway_url)
+    compressed = {"request_compression_algorithm": compression, "response_compression_algorithm": compression}
+    want = direct.infer("simple", simple_inputs(True), **compressed)
+    got = gateway.infer("simple", simple_inputs(True), **compressed)
+    for name in ("OUTPUT0", "OUTPUT1"):
+        np.testing.assert_array_equal(got.as_numpy(name), want.as_numpy(name))
+
+
 def test_metadata_config_and_readiness_match_a_node(fleet: LocalCluster) -> None:
     direct, gateway = client(node_url(fleet, "node-1")), client(fleet.gateway_url)
     assert gateway.is_server_live() and gateway.is_server_ready()

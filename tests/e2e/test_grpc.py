@@ -225,37 +225,6 @@ def test_a_message_over_the_limit_is_resource_exhausted(gateway: grpcclient.Infe
     )
 
 
-@pytest.mark.parametrize(
-    ("call", "status", "reason"),
-    [
-        (lambda client: client.load_model("simple"), "FAILED_PRECONDITION", "each node's own repository"),
-        (lambda client: client.unload_model("simple"), "FAILED_PRECONDITION", "each node's own repository"),
-        (
-            lambda client: client.register_system_shared_memory("r", "/key", 64),
-            "UNIMPLEMENTED",
-            "shared memory cannot be used through the gateway",
-        ),
-        (lambda client: client.get_cuda_shared_memory_status(), "UNIMPLEMENTED", "send the tensors"),
-        (
-            lambda client: client.update_trace_settings(settings={"trace_rate": "2"}),
-            "FAILED_PRECONDITION",
-            "trace",
-        ),
-        (lambda client: client.get_log_settings(), "FAILED_PRECONDITION", "log settings"),
-    ],
-    ids=["load", "unload", "shm-register", "cuda-shm-status", "trace", "log"],
-)
-def test_node_state_methods_are_refused_with_a_reason(
-    gateway: grpcclient.InferenceServerClient, call: Any, status: str, reason: str
-) -> None:
-    started = time.monotonic()
-    with pytest.raises(InferenceServerException) as raised:
-        call(gateway)
-    assert raised.value.status() == f"StatusCode.{status}"
-    assert reason in raised.value.message()
-    assert time.monotonic() - started < 2, "answered at once, never a hang"
-
-
 def test_a_client_deadline_reaches_the_node(gateway: grpcclient.InferenceServerClient) -> None:
     slow = grpcclient.InferInput("INPUT0", [1, 1], "FP32")
     slow.set_data_from_numpy(np.ones((1, 1), dtype=np.float32))

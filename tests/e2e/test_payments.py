@@ -37,7 +37,8 @@ def fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     with ExitStack() as stack:
         ledger_url = stack.enter_context(postgres_schema()) if ledger == "postgresql" else ""
         sections = paid_sections(tmp, ledger_url)
-        local = cluster(tmp, {"node-1": ["simple"]}, **sections, gateway={"data_plane": data_plane})
+        models = ["simple", "text_generation"]
+        local = cluster(tmp, {"node-1": models}, **sections, gateway={"data_plane": data_plane})
         stack.callback(local.stop)
         local.start()
         yield local
@@ -196,6 +197,28 @@ def test_an_inference_the_node_refuses_is_not_charged_and_holds_nothing(fleet: L
     # Its price was freed: the whole deposit still serves.
     for i in range(10):
         assert infer(fleet, key, f"after-{i}").status_code == 200
+
+
+def test_generate_and_its_stream_are_each_charged_once_before_any_of_the_answer_goes_out(
+    fleet: LocalCluster,
+) -> None:
+    user, key = funded_user(fleet, credit=10)
+    base = f"{fleet.gateway_url}/v2/models/text_generation"
+    whole = httpx.post(
+        f"{base}/generate", json={"text_input": "hi", "max_tokens": 4}, headers=auth(key), timeout=30
+    )
+    assert whole.status_code == 200 and whole.headers["X-Tritonfleet-Charge"] == "1", whole.text
+    assert whole.json()["text_output"]
+    body = {"text_input": "hi", "max_tokens": 4, "stream": True}
+    with httpx.stream("POST", f"{base}/generate_stream", json=body, headers=auth(key), timeout=30) as stream:
+        assert stream.status_code == 200 and stream.headers["X-Tritonfleet-Charge"] == "1"
+        assert int(stream.headers["X-Tritonfleet-Credit-Remaining"]) >= 0
+        streamed = [line for line in stream.iter_lines() if line.startswith("data: ")]
+    assert len(streamed) == 4, "every event, though charged on the first"
+    refused = httpx.post(f"{base}/generate_stream", json={"max_tokens": 4}, headers=auth(key))
+    assert refused.status_code == 400 and "X-Tritonfleet-Charge" not in refused.headers
+    with ledger(fleet) as book:
+        assert [c.amount for c in book.usage(user.address)] == [1, 1]
 
 
 def test_no_key_or_a_wrong_key_gets_401(fleet: LocalCluster) -> None:

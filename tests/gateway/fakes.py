@@ -33,8 +33,15 @@ class FakeScheduler(SchedulerClient):
         self.core = Scheduler(Policy.ROUND_ROBIN)
         self.core.update(nodes)
 
-    async def pick(self, model: str, version: str | None = None, exclude: Collection[str] = ()) -> Pick:
-        chosen = self.core.choose(model, version, exclude)
+    async def pick(
+        self,
+        model: str,
+        version: str | None = None,
+        exclude: Collection[str] = (),
+        affinity: str | None = None,
+        pinned: str | None = None,
+    ) -> Pick:
+        chosen = self.core.choose(model, version, exclude, affinity, pinned)
         return Pick(chosen.node_id, chosen.triton_http_url)
 
     def acquire(self, node_id: str) -> None:

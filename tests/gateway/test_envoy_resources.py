@@ -54,12 +54,23 @@ def test_the_fast_routes_come_before_the_python_gateway() -> None:
     assert [(r["match"].get("path") or r["match"]["prefix"], r["route"]["cluster"]) for r in table] == [
         ("/v2/models/simple/infer", "model.simple"),
         ("/v2/models/simple/versions/1/infer", "model.simple.v1"),
+        ("/v2/models/simple/generate", "model.simple"),
+        ("/v2/models/simple/versions/1/generate", "model.simple.v1"),
+        ("/v2/models/simple/generate_stream", "model.simple"),
+        ("/v2/models/simple/versions/1/generate_stream", "model.simple.v1"),
         ("/", resources.PYTHON_HTTP),
     ]
+    stream = table[4]["route"]
+    assert (stream["timeout"], stream["idle_timeout"]) == ("0s", "60.000s"), "events as long as they come"
+
+
+def test_a_paid_stream_of_events_goes_to_the_python_gateway_which_charges_its_first_event() -> None:
+    paths = [r["match"].get("path") for r in route_table(["model.simple"], PAID)]
+    assert paths == ["/v2/models/simple/infer", "/v2/models/simple/generate", None]
 
 
 def test_paid_fast_routes_are_authorized_and_charged_by_the_python_gateway_the_rest_is_not() -> None:
-    fast, python = route_table(["model.simple"], PAID)
+    fast, _, python = route_table(["model.simple"], PAID)
     assert fast["request_headers_to_remove"] == ["authorization"], "no node sees the API key"
     commit = fast["typed_per_filter_config"]["envoy.filters.http.lua"]["source_code"]["inline_string"]
     assert '"/commit"' in commit and "s3cret" in commit and "TIMEOUT_MS = 11000" in commit
@@ -166,3 +177,13 @@ def test_grpc_model_infer_is_routed_on_the_model_the_lua_filter_reads_then_to_py
     assert "typed_per_filter_config" not in python_infer
     assert python_rest["typed_per_filter_config"]["envoy.filters.http.buffer"]["disabled"]
     assert [r["route"]["cluster"] for r in grpc_table(["grpc.simple"], fast=False)] == [resources.PYTHON_GRPC]
+
+
+def test_a_stateful_model_has_no_fast_route_so_the_python_gateway_reads_its_sequence_ids() -> None:
+    """HTTP and gRPC alike: only the stateless model's inference goes straight to its nodes."""
+    names = ["model.simple", "model.seq", "model.seq.v1", "grpc.simple", "grpc.seq", "grpc.seq.v1"]
+    stateful = frozenset({"seq"})
+    http = resources.routes(names, GatewayConfig(), None, stateful)["resources"][0]["virtual_hosts"][0]
+    assert {r["route"]["cluster"] for r in http["routes"]} == {"model.simple", resources.PYTHON_HTTP}
+    grpc = resources.grpc_routes(names, GatewayConfig(), True, stateful)["resources"][0]["virtual_hosts"][0]
+    assert [r["route"]["cluster"] for r in grpc["routes"]] == ["grpc.simple", *[resources.PYTHON_GRPC] * 2]

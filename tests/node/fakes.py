@@ -140,7 +140,6 @@ def node_config(tmp_path: Path, health_urls: list[str], **node: Any) -> FleetCon
         "node": {
             "model_repository": str(repository(tmp_path / "models", ["simple"])),
             "drain_timeout_s": 1.0,
-            "repository_poll_s": 1,
             "restart_backoff_s": 0.1,
             "log_dir": str(tmp_path / "logs"),
             **node,

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from tritonfleet.node.errors import TritonQueryError
-from tritonfleet.node.observe import TritonObserver, pending_requests, ready_models
+from tritonfleet.node.observe import TritonObserver, pending_requests, ready_models, with_sequence
 from tritonfleet.protocol import ModelRef
 
 METRICS = """\
@@ -55,3 +55,40 @@ async def test_observer_maps_a_failed_query_to_triton_query_error() -> None:
         with pytest.raises(TritonQueryError, match="repository index"):
             await observer.models("http://triton")
         assert await observer.ready("http://triton") is False
+
+
+def test_a_config_with_a_sequence_batcher_makes_the_model_stateful() -> None:
+    """Its idle timeout comes along, Triton's default 1 s when unset; no section: stateless."""
+    ref = ModelRef(name="seq", version="1")
+    stateful = with_sequence(
+        ref, {"name": "seq", "sequence_batching": {"max_sequence_idle_microseconds": "5000000"}}
+    )
+    assert (stateful.sequence, stateful.sequence_idle_s) == (True, 5.0)
+    assert with_sequence(ref, {"sequence_batching": {}}).sequence_idle_s == 1.0
+    assert with_sequence(ref, {"name": "seq", "max_batch_size": 8}) == ref
+
+
+async def test_each_ready_version_s_config_is_read_once_and_one_unreadable_is_left_out() -> None:
+    """Configs are read when a version first appears; a version whose config fails is not
+    announced (stateless by mistake would split its sequences) until it can be read."""
+    asked: list[str] = []
+    broken = {"/v2/models/digits/versions/1/config"}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v2/repository/index":
+            return httpx.Response(
+                200, json=[{"name": n, "version": "1", "state": "READY"} for n in ("digits", "seq")]
+            )
+        asked.append(request.url.path)
+        if request.url.path in broken:
+            return httpx.Response(500, json={"error": "boom"})
+        return httpx.Response(200, json={"sequence_batching": {"max_sequence_idle_microseconds": 2000000}})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        observer = TritonObserver(client)
+        first = await observer.models("http://triton")
+        assert first == [ModelRef(name="seq", version="1", sequence=True, sequence_idle_s=2.0)]
+        broken.clear()
+        second = await observer.models("http://triton")
+    assert [ref.name for ref in second] == ["digits", "seq"]
+    assert sorted(asked) == [*["/v2/models/digits/versions/1/config"] * 2, "/v2/models/seq/versions/1/config"]

@@ -3,6 +3,7 @@
     command.py    `tritonfleet gateway`: opens the core, serves both fronts, closes it all
     service.py    GatewayCore: what the fronts share, built once at start-up
     routing.py    which node to try, the attempt loop, ejection of failing nodes
+    sequences.py  stateful models: a request's sequence id, the node of each live sequence
     paid.py       the paid path: API key → held price → one charge, or the hold released
     errors.py     the gateway's own answers, as HTTP statuses
     http/         the HTTP front: routes, forwarding, cluster-wide answers

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from tritonfleet.config import FleetConfig, PaymentsConfig
+from tritonfleet.credentials import MalformedCredentials, presented_secret
 from tritonfleet.gateway.errors import (
     AlreadyCharged,
     ApiKeyRefused,
@@ -275,11 +276,18 @@ class PaidPath:
         self._chain_reader.shutdown(wait=False, cancel_futures=True)
 
     def authenticate(self, authorization: str | None) -> Payer:
-        """The payer of `Authorization: Bearer <API key>`; ApiKeyRefused without a valid key."""
-        scheme, _, key = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not key:
-            raise ApiKeyRefused("an API key is required: send 'Authorization: Bearer <key>'")
-        key_hash = hash_api_key(key.strip())
+        """The payer of `Authorization: Bearer <API key>`, or of Basic with the key as the
+        password (any user); ApiKeyRefused without a valid key."""
+        try:
+            key = presented_secret(authorization)
+        except MalformedCredentials as exc:
+            raise ApiKeyRefused(f"{exc}; send the API key as the password") from None
+        if key is None:
+            raise ApiKeyRefused(
+                "an API key is required: send 'Authorization: Bearer <key>', or Basic with the key "
+                "as the password"
+            )
+        key_hash = hash_api_key(key)
         account = self._accounts_by_key_hash.get(key_hash)
         if account is None:
             raise ApiKeyRefused("unknown or revoked API key")

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from tritonfleet.gateway.errors import DeadlineExceeded, GatewayError, Unavailable
 from tritonfleet.gateway.metrics import GatewayMetrics
+from tritonfleet.gateway.sequences import LiveSequences, SequenceRequest, StatefulModels
 from tritonfleet.scheduler.client import Pick, SchedulerClient
 from tritonfleet.scheduler.errors import NoNodeAvailable
 
@@ -95,7 +96,8 @@ class NodeRouting:
     answering (NodeFailed), and only while the deadline allows. Retrying after a reset can run
     an inference twice on two nodes; Triton's inference routes are stateless, and a reset
     answer was never seen by the client, so the retry is what the client would have done
-    itself. A timeout is not retried: the deadline is spent.
+    itself. A timeout is not retried: the deadline is spent. A request of a sequence (a
+    stateful model's) is never retried: its state is on one node (`attempt_sequence`).
     """
 
     def __init__(
@@ -105,6 +107,9 @@ class NodeRouting:
         self.ejector = ejector
         self.metrics = metrics
         self.max_attempts = max_attempts
+        # Fed by the node view (service.open_core): which models' requests carry a sequence.
+        self.stateful = StatefulModels()
+        self.live = LiveSequences(scheduler.acquire, scheduler.release)
 
     async def attempt(
         self,
@@ -113,8 +118,14 @@ class NodeRouting:
         deadline: float,
         send: Callable[[Pick, int, float], Awaitable[_Answer]],
         usable: Callable[[Pick], bool] | None = None,
+        sequence: SequenceRequest | None = None,
     ) -> _Answer:
-        """`send(pick, attempt, remaining_s)`'s answer from the first node that gives one."""
+        """`send(pick, attempt, remaining_s)`'s answer from the first node that gives one; for a
+        request of a `sequence`, from the sequence's node or none (`attempt_sequence`)."""
+        # Idle sequences stop counting as load on their nodes even when no sequence comes again.
+        self.live.expire()
+        if sequence is not None:
+            return await self.attempt_sequence(sequence, version, deadline, send, usable)
         tried: set[str] = set()
         failure = "none"
         for attempt in range(1, self.max_attempts + 1):
@@ -140,6 +151,44 @@ class NodeRouting:
             return answer
         raise Unavailable(f"no node could serve model '{model}' now; last failure: {failure}")
 
+    async def attempt_sequence(
+        self,
+        sequence: SequenceRequest,
+        version: str | None,
+        deadline: float,
+        send: Callable[[Pick, int, float], Awaitable[_Answer]],
+        usable: Callable[[Pick], bool] | None = None,
+    ) -> _Answer:
+        """One attempt, on the sequence's node (sequences.py): the node this gateway saw the
+        sequence start on while it is a candidate, else its rendezvous node. Never a retry on
+        another node, which has none of the sequence's state: SequenceLost instead."""
+        model = sequence.model
+        pinned = None if sequence.start else self.live.node(sequence.key)
+        try:
+            pick = await self._pick(model, version, set(), sequence.key, pinned)
+        except NoNodeAvailable:
+            if pinned is None:
+                raise
+            raise sequence.lost(pinned, "is not serving the model now") from None
+        if pinned is not None and pick.node_id != pinned:
+            raise sequence.lost(pinned, "is not serving the model now")
+        if usable is not None and not usable(pick):
+            raise Unavailable(f"node {pick.node_id} of sequence {sequence.sequence_id!r} is unusable now")
+        remaining_s = deadline - time.monotonic()
+        if remaining_s <= 0:
+            raise DeadlineExceeded("deadline exceeded before a node could answer")
+        self.scheduler.acquire(pick.node_id)
+        try:
+            answer = await send(pick, 1, remaining_s)
+        except NodeFailed as exc:
+            self.failed(pick.node_id)
+            raise sequence.lost(pick.node_id, f"failed ({exc})") from exc
+        finally:
+            self.scheduler.release(pick.node_id)
+        self.ejector.succeeded(pick.node_id)
+        self.live.served(sequence, pick.node_id, self.stateful.idle_s(model))
+        return answer
+
     async def next_node(
         self, model: str, version: str | None, tried: set[str], usable: Callable[[Pick], bool] | None = None
     ) -> Pick | None:
@@ -162,9 +211,16 @@ class NodeRouting:
             self.metrics.ejections.labels(node_id).inc()
             log.warning("node ejected", extra={"node": node_id})
 
-    async def _pick(self, model: str, version: str | None, tried: set[str]) -> Pick:
+    async def _pick(
+        self,
+        model: str,
+        version: str | None,
+        tried: set[str],
+        affinity: str | None = None,
+        pinned: str | None = None,
+    ) -> Pick:
         try:
-            return await self.scheduler.pick(model, version, tried | self.ejector.ejected())
+            return await self.scheduler.pick(model, version, tried | self.ejector.ejected(), affinity, pinned)
         except NoNodeAvailable:
             # Every remaining node is ejected: better to try one than to fail outright.
-            return await self.scheduler.pick(model, version, tried)
+            return await self.scheduler.pick(model, version, tried, affinity, pinned)

@@ -121,6 +121,8 @@ async def open_core(config: FleetConfig, stack: AsyncExitStack) -> GatewayCore:
         )
     )
     routing = NodeRouting(scheduler, ejector, metrics, gw.max_attempts)
+    routing.stateful.follow(watcher.nodes)
+    watcher.subscribe(routing.stateful.follow)
     paid = (
         await open_paid_path(config, stack, partial(latest_version, watcher))
         if config.payments.enabled

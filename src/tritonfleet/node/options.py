@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tritonfleet.config import ModelControlMode
 from tritonfleet.node.endpoints import TritonPorts, local_host
 from tritonfleet.triton_admin import restricted_args
 
@@ -15,8 +16,10 @@ class TritonOptions:
     model_repository: Path
     bind_host: str = "127.0.0.1"
     ports: TritonPorts = field(default_factory=TritonPorts)
-    model_control_mode: str = "poll"
+    model_control_mode: ModelControlMode = ModelControlMode.EXPLICIT
     repository_poll_s: int = 5
+    # Loaded at start in explicit mode; "*" is the whole repository.
+    load_models: tuple[str, ...] = ("*",)
     start_timeout_s: float = 120.0
     # Triton's own `--exit-timeout-secs`: for open connections, then again for in-flight requests.
     exit_timeout_s: float = 30.0
@@ -36,7 +39,7 @@ class TritonOptions:
     def stop_wait_s(self) -> float:
         """The longest a SIGTERMed Triton may take: its repository poller may sleep a whole period
         first (when signalled during a poll), then each phase has exit_timeout_s, then a tick."""
-        poll_s = self.repository_poll_s if self.model_control_mode == "poll" else 0
+        poll_s = self.repository_poll_s if self.model_control_mode == ModelControlMode.POLL else 0
         return poll_s + 2 * self._exit_timeout_secs + 2.0
 
     def argv(self, ports: TritonPorts) -> list[str]:
@@ -54,10 +57,10 @@ class TritonOptions:
             f"--exit-timeout-secs={self._exit_timeout_secs}",
             f"--model-control-mode={self.model_control_mode}",
         ]
-        if self.model_control_mode == "poll":
+        if self.model_control_mode == ModelControlMode.POLL:
             args.append(f"--repository-poll-secs={self.repository_poll_s}")
-        elif self.model_control_mode == "explicit":
-            args.append("--load-model=*")
+        elif self.model_control_mode == ModelControlMode.EXPLICIT:
+            args += [f"--load-model={name}" for name in self.load_models]
         if self.admin_key:
             args += restricted_args(self.admin_key)
         return args

@@ -158,6 +158,7 @@ class NodeManager:
             ports=TritonPorts(node.triton_http_port, node.triton_grpc_port, node.triton_metrics_port),
             model_control_mode=node.model_control_mode,
             repository_poll_s=node.repository_poll_s,
+            load_models=tuple(node.load_models),
             start_timeout_s=node.triton_start_timeout_s,
             exit_timeout_s=min(node.drain_timeout_s, TRITON_EXIT_MAX_S),
             log_path=node.log_dir / f"tritonserver-{self.node_id}.log" if node.log_dir else None,

@@ -31,7 +31,15 @@ class SchedulerClient(ABC):
     """Picks nodes for the gateway; raises UnknownModel (404) or NoNodeAvailable (503)."""
 
     @abstractmethod
-    async def pick(self, model: str, version: str | None = None, exclude: Collection[str] = ()) -> Pick: ...
+    async def pick(
+        self,
+        model: str,
+        version: str | None = None,
+        exclude: Collection[str] = (),
+        affinity: str | None = None,
+        pinned: str | None = None,
+    ) -> Pick:
+        """`affinity` and `pinned`: a sequence's request (Scheduler.choose)."""
 
     @abstractmethod
     def acquire(self, node_id: str) -> None:
@@ -85,8 +93,15 @@ class EmbeddedScheduler(SchedulerClient):
             stale_after_s=stale_after_s,
         )
 
-    async def pick(self, model: str, version: str | None = None, exclude: Collection[str] = ()) -> Pick:
-        node = self.scheduler.choose(model, version, exclude)
+    async def pick(
+        self,
+        model: str,
+        version: str | None = None,
+        exclude: Collection[str] = (),
+        affinity: str | None = None,
+        pinned: str | None = None,
+    ) -> Pick:
+        node = self.scheduler.choose(model, version, exclude, affinity, pinned)
         return Pick(node.node_id, node_url(node, self.route))
 
     def acquire(self, node_id: str) -> None:
@@ -124,12 +139,23 @@ class RemoteScheduler(SchedulerClient):
         self.headers = {"Authorization": f"Bearer {token}"}
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
 
-    async def pick(self, model: str, version: str | None = None, exclude: Collection[str] = ()) -> Pick:
+    async def pick(
+        self,
+        model: str,
+        version: str | None = None,
+        exclude: Collection[str] = (),
+        affinity: str | None = None,
+        pinned: str | None = None,
+    ) -> Pick:
         params = {"model": model, "route": self.route.value}
         if version is not None:
             params["version"] = version
         if exclude:
             params["exclude"] = ",".join(exclude)
+        if affinity is not None:
+            params["affinity"] = affinity
+        if pinned is not None:
+            params["pinned"] = pinned
         try:
             async with self.session.get(
                 f"{self.scheduler_url}/v1/schedule", params=params, headers=self.headers, timeout=self.timeout

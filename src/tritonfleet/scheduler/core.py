@@ -9,6 +9,7 @@ from tritonfleet.config import NodeRoute, Policy
 from tritonfleet.protocol import NodeView
 from tritonfleet.scheduler.errors import NoNodeAvailable, SchedulerError, UnknownModel
 from tritonfleet.scheduler.policies import make_policy
+from tritonfleet.scheduler.rendezvous import rendezvous
 
 __all__ = ["NoNodeAvailable", "Scheduler", "SchedulerError", "UnknownModel", "node_url"]
 
@@ -49,7 +50,17 @@ class Scheduler:
     def nodes(self) -> list[NodeView]:
         return list(self._nodes.values())
 
-    def choose(self, model: str, version: str | None = None, exclude: Collection[str] = ()) -> NodeView:
+    def choose(
+        self,
+        model: str,
+        version: str | None = None,
+        exclude: Collection[str] = (),
+        affinity: str | None = None,
+        pinned: str | None = None,
+    ) -> NodeView:
+        """With `affinity` (a sequence's key, rendezvous.sequence_key), the key's node by
+        rendezvous hashing over the candidates instead of the policy's choice, or `pinned` if it
+        is a candidate (the node a live sequence was started on)."""
         serving = [node for node in self._nodes.values() if node.serves(model, version)]
         if not serving:
             raise UnknownModel.of(model, version)
@@ -57,6 +68,8 @@ class Scheduler:
         candidates = [node.node_id for node in serving if node.schedulable and node.node_id not in excluded]
         if not candidates:
             raise NoNodeAvailable.of(model, version)
+        if affinity is not None:
+            return self._nodes[pinned if pinned in candidates else rendezvous(affinity, candidates)]
         # Keyed by model name alone: asking with or without a version is the same rotation.
         return self._nodes[self._policy.choose(model, candidates, self.outstanding)]
 

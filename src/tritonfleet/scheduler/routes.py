@@ -47,10 +47,12 @@ def add_routes(app: FastAPI, service: ScheduleService) -> None:
         version: str | None = None,
         exclude: Annotated[str, Query(description="Comma-separated node ids to avoid")] = "",
         route: NodeRoute = NodeRoute.TRITON,
+        affinity: Annotated[str | None, Query(description="A sequence's key: its node by rendezvous")] = None,
+        pinned: Annotated[str | None, Query(description="A live sequence's node, if a candidate")] = None,
     ) -> ScheduleResponse:
         """A node that has the model (and version) READY and can take a request now."""
         excluded = [node_id for node_id in exclude.split(",") if node_id]
-        return service.schedule(model, version or None, excluded, route)
+        return service.schedule(model, version or None, excluded, route, affinity, pinned)
 
     @app.get("/v1/nodes", response_model=NodeList, responses=ERROR_RESPONSES, dependencies=cluster_only)
     async def nodes() -> NodeList:

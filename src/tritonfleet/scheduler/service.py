@@ -37,11 +37,17 @@ class ScheduleService:
         self.metrics.view(nodes)
 
     def schedule(
-        self, model: str, version: str | None, exclude: Collection[str], route: NodeRoute
+        self,
+        model: str,
+        version: str | None,
+        exclude: Collection[str],
+        route: NodeRoute,
+        affinity: str | None = None,
+        pinned: str | None = None,
     ) -> ScheduleResponse:
         self.recent.expire()
         try:
-            node = self.scheduler.choose(model, version, exclude)
+            node = self.scheduler.choose(model, version, exclude, affinity, pinned)
         except SchedulerError as exc:
             self.metrics.refused("unknown_model" if exc.status == 404 else "no_node")
             raise

@@ -35,6 +35,7 @@ from tritonfleet.gateway.envoy.resources import Authorizing, Files, Ports
 from tritonfleet.gateway.envoy.stats import EnvoyStats
 from tritonfleet.gateway.errors import EnvoyStartError
 from tritonfleet.gateway.metrics import GatewayMetrics
+from tritonfleet.gateway.sequences import StatefulModels
 from tritonfleet.health.watch import NodeWatcher
 from tritonfleet.node.backoff import Backoff
 from tritonfleet.processes import dying_with_parent
@@ -74,6 +75,8 @@ class EnvoyControl:
         self.proc: subprocess.Popen[bytes] | None = None
         # The model clusters Envoy was given; None before the first write.
         self._clusters: set[str] | None = None
+        # The stateful models the routes were written for: no fast route for those.
+        self._stateful: frozenset[str] = frozenset()
         self._endpoints: dict[str, Any] = {}
         # host:port of each node as Envoy's endpoints name it, for its statistics.
         self._node_at: dict[str, str] = {}
@@ -212,12 +215,13 @@ class EnvoyControl:
             for node in cluster_nodes:
                 self._node_at[resources.node_address(name, node, self.gw.node_route)] = node.node_id
         names = set(members)
+        stateful = StatefulModels(nodes).names
         for name, cluster_nodes in members.items():
             assignment = resources.endpoints(name, cluster_nodes, self.gw.node_route)
             if self._endpoints.get(name) != assignment:
                 _write(self.files.endpoints(name), assignment)
                 self._endpoints[name] = assignment
-        if names == self._clusters:
+        if names == self._clusters and stateful == self._stateful:
             return
         known = self._clusters or set()
         added, removed = names - known, known - names
@@ -226,9 +230,10 @@ class EnvoyControl:
             _write(self.files.clusters, resources.clusters(known | names, self.files, self.gw, policy))
             if self.proc is not None:
                 await self._wait_clusters(added)
-        _write(self.files.routes, resources.routes(names, self.gw, self.paid))
+        _write(self.files.routes, resources.routes(names, self.gw, self.paid, stateful))
         # Paid gRPC calls go through the Python gateway, which charges them.
-        _write(self.files.grpc_routes, resources.grpc_routes(names, self.gw, fast=self.paid is None))
+        grpc_routes = resources.grpc_routes(names, self.gw, fast=self.paid is None, stateful=stateful)
+        _write(self.files.grpc_routes, grpc_routes)
         if removed:
             _write(self.files.clusters, resources.clusters(names, self.files, self.gw, policy))
             for name in removed:
@@ -236,6 +241,7 @@ class EnvoyControl:
                     os.unlink(self.files.endpoints(name))
                 self._endpoints.pop(name, None)
         self._clusters = names
+        self._stateful = stateful
 
     async def _rotate_access_log(self) -> None:
         """The gateway rolls the shared access log over (access_log.py); Envoy then reopens it."""

@@ -260,11 +260,17 @@ def endpoints(cluster: str, nodes: Iterable[NodeView], route: NodeRoute) -> dict
     return {"resources": [assignment]}
 
 
-def routes(names: Iterable[str], gw: GatewayConfig, paid: Authorizing | None) -> dict[str, Any]:
+def routes(
+    names: Iterable[str], gw: GatewayConfig, paid: Authorizing | None, stateful: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """The HTTP route table: a model's `infer` straight to its cluster (with `paid`, held and
-    charged by the authorizer); anything else to the Python gateway."""
-    http = sorted(name for name in names if not is_grpc(name))
-    fast_routes = [_infer_route(name, gw, paid) for name in http]
+    charged by the authorizer); anything else to the Python gateway. A `stateful` model (one
+    with a sequence batcher) has no fast route: only the Python gateway reads a body's sequence
+    id, to keep each sequence on one node (gateway/sequences.py)."""
+    http = sorted(name for name in names if not is_grpc(name) and _model_of(name)[0] not in stateful)
+    # A paid stream of events is charged on its first event, which the Python gateway does.
+    kinds = FAST_ROUTES if paid is None else tuple(kind for kind in FAST_ROUTES if kind != "generate_stream")
+    fast_routes = [_fast_route(name, kind, gw, paid) for kind in kinds for name in http]
     # The Python gateway parses and bounds bodies itself, and charges what it serves.
     unfiltered: dict[str, Any] = {
         "envoy.filters.http.buffer": {"@type": _BUFFER_PER_ROUTE, "disabled": True},
@@ -288,7 +294,6 @@ def routes(names: Iterable[str], gw: GatewayConfig, paid: Authorizing | None) ->
                         "name": "gateway",
                         "domains": ["*"],
                         "routes": [*fast_routes, python],
-                        "virtual_clusters": _fast_counted([route["match"]["path"] for route in fast_routes]),
                     }
                 ],
             }
@@ -296,29 +301,18 @@ def routes(names: Iterable[str], gw: GatewayConfig, paid: Authorizing | None) ->
     }
 
 
-FAST_INFER = "infer"
+# The routes a model's cluster serves straight from Envoy, the last segment of their paths.
+FAST_ROUTES = ("infer", "generate", "generate_stream")
 
 
-def _fast_counted(paths: list[str]) -> list[dict[str, Any]]:
-    """One virtual cluster of the fast routes, whose statistics (`vhost.gateway.vcluster.infer.
-    upstream_rq_<status>`) count each request by the status its client got, for the gateway's
-    metrics (stats.py)."""
-    if not paths:
-        return []
-    pattern = "^(?:" + "|".join(re.escape(path) for path in paths) + ")$"
-    return [
-        {
-            "name": FAST_INFER,
-            "headers": [{"name": ":path", "string_match": {"safe_regex": {"regex": pattern}}}],
-        }
-    ]
-
-
-def grpc_routes(names: Iterable[str], gw: GatewayConfig, fast: bool) -> dict[str, Any]:
+def grpc_routes(
+    names: Iterable[str], gw: GatewayConfig, fast: bool, stateful: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """The gRPC route table: with `fast`, a `ModelInfer` whose model (and version) the Lua
-    filter read goes straight to its gRPC cluster; any other `ModelInfer` (buffered for the
-    filter) and everything else (streams included, unbuffered) to the Python gateway."""
-    grpc = sorted(name for name in names if is_grpc(name))
+    filter read goes straight to its gRPC cluster, unless the model is `stateful` (as routes());
+    any other `ModelInfer` (buffered for the filter) and everything else (streams included,
+    unbuffered) to the Python gateway."""
+    grpc = sorted(name for name in names if is_grpc(name) and _model_of(name)[0] not in stateful)
     fast_routes = [_grpc_infer_route(name, gw) for name in grpc] if fast else []
     unbuffered = {
         "envoy.filters.http.buffer": {"@type": _BUFFER_PER_ROUTE, "disabled": True},
@@ -354,10 +348,20 @@ def _model_of(cluster: str) -> tuple[str, str]:
     return model, version
 
 
-def _infer_route(cluster: str, gw: GatewayConfig, paid: Authorizing | None) -> dict[str, Any]:
+def _fast_route(cluster: str, kind: str, gw: GatewayConfig, paid: Authorizing | None) -> dict[str, Any]:
+    """`kind` (FAST_ROUTES) of the model version of `cluster`, straight to its nodes."""
     model, version = _model_of(cluster)
-    path = f"/v2/models/{model}/versions/{version}/infer" if version else f"/v2/models/{model}/infer"
+    path = f"/v2/models/{model}/versions/{version}/{kind}" if version else f"/v2/models/{model}/{kind}"
     route = _fast_infer_route(cluster, model, version, path, gw)
+    # Every fast route of a kind counts into `vhost.gateway.route.<kind>.upstream_rq_<status>`,
+    # each request by the status its client got, for the gateway's metrics (stats.py). (Not a
+    # virtual cluster matching every fast path: its regex outgrows RE2's limit at a few models.)
+    route["stat_prefix"] = kind
+    if kind == "generate_stream":
+        # Events for as long as they keep coming, as from a node itself: no deadline on the
+        # whole answer, only on each wait (the first event's included).
+        route["route"]["timeout"] = "0s"
+        route["route"]["idle_timeout"] = _duration(gw.request_timeout_s)
     if paid is not None:
         route["typed_per_filter_config"] = {
             "envoy.filters.http.lua": {"@type": _LUA_PER_ROUTE, "source_code": {"inline_string": _paid(paid)}}

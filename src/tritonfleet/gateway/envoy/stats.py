@@ -25,7 +25,7 @@ from typing import Any
 import grpc
 import httpx
 
-from tritonfleet.gateway.envoy.resources import CLUSTER_PREFIXES, FAST_INFER
+from tritonfleet.gateway.envoy.resources import CLUSTER_PREFIXES, FAST_ROUTES
 from tritonfleet.gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,10 @@ _OUTCOMES = {
 }
 _STATS = (
     r"^cluster\.(model|grpc)\..*\.upstream_rq_retry$"
-    rf"|^vhost\.gateway\.vcluster\.{FAST_INFER}\.upstream_rq_\d{{3}}$"
+    rf"|^vhost\.gateway\.route\.({'|'.join(FAST_ROUTES)})\.upstream_rq_\d{{3}}$"
     r"|^cluster\.grpc\..*\.grpc\.inference\.GRPCInferenceService\.ModelInfer\.\d+$"
 )
-_HTTP_ANSWER = re.compile(rf"vhost\.gateway\.vcluster\.{FAST_INFER}\.upstream_rq_(\d{{3}})")
+_HTTP_ANSWER = re.compile(rf"vhost\.gateway\.route\.({'|'.join(FAST_ROUTES)})\.upstream_rq_(\d{{3}})")
 _GRPC_ANSWER = re.compile(r"cluster\.(grpc\..*)\.grpc\.inference\.GRPCInferenceService\.ModelInfer\.(\d+)")
 _GRPC_CODES = {code.value[0]: code.name for code in grpc.StatusCode}
 
@@ -78,7 +78,7 @@ class EnvoyStats:
             if name.endswith(".upstream_rq_retry"):
                 retries += value
             elif http := _HTTP_ANSWER.fullmatch(name):
-                self.metrics.requests.labels("infer", http[1]).inc(self._grown((name,), value))
+                self.metrics.requests.labels(http[1], http[2]).inc(self._grown((name,), value))
             elif answer := _GRPC_ANSWER.fullmatch(name):
                 code = _GRPC_CODES.get(int(answer[2]), answer[2])
                 self.metrics.requests.labels("grpc:ModelInfer", code).inc(self._grown((name,), value))

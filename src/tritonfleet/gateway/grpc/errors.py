@@ -21,19 +21,6 @@ _CODES = {
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
-SHARED_MEMORY = (
-    "shared memory cannot be used through the gateway: the client and the node that serves a "
-    "request are different machines, each request may go to another node; send the tensors in "
-    "the request instead"
-)
-REPOSITORY = (
-    "models are loaded per node, from each node's own repository: add or remove a model there "
-    "(nodes poll their repository) or ask that node's Triton; the gateway routes to the nodes "
-    "that report it READY"
-)
-TRACE = "trace settings belong to each node's Triton: change them on the node itself"
-LOG = "log settings belong to each node's Triton: change them on the node itself"
-
 
 @dataclass(frozen=True, slots=True)
 class Refusal:

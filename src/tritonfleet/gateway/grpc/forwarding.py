@@ -6,20 +6,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 
 from tritonfleet.gateway.errors import DeadlineExceeded, MalformedRequest
 from tritonfleet.gateway.grpc.channels import NodeChannel, NodeChannels
+from tritonfleet.gateway.grpc.errors import GrpcAbort, Refusal
+from tritonfleet.gateway.grpc.metadata import NODE
 from tritonfleet.gateway.grpc.wire import Route, WireError, read_route
 from tritonfleet.gateway.routing import NodeFailed, NodeRouting
+from tritonfleet.gateway.sequences import SequenceLost, SequenceRequest, from_grpc
 from tritonfleet.scheduler.client import Pick
 
 log = logging.getLogger(__name__)
 
 Metadata = Sequence[tuple[str, str | bytes]]
+_Answer = TypeVar("_Answer")
 
 
 def route_of(message: bytes) -> Route:
@@ -60,6 +65,8 @@ class GrpcServed:
 class Pinned:
     node_id: str
     node: NodeChannel
+    # Pinned by its first request's sequence: a failure of the node loses sequences.
+    stateful: bool = False
 
 
 class GrpcForwarder:
@@ -84,11 +91,16 @@ class GrpcForwarder:
         async def send(pick: Pick, attempt: int, remaining_s: float) -> GrpcServed:
             return await self._send(pick, attempt, method, message, metadata, remaining_s)
 
-        return await self.routing.attempt(model, version, deadline, send, self._reachable)
+        sequence = self._sequence(model, message) if method == "ModelInfer" else None
+        return await self._attempt(model, version, deadline, send, sequence)
 
-    async def pin(self, model: str, version: str | None, deadline: float) -> Pinned:
+    async def pin(self, model: str, version: str | None, deadline: float, first: bytes = b"") -> Pinned:
         """A node for a stream, connected: a stream cannot be retried once it has begun, so the
-        connection is made, and a dead node skipped, before the first request is sent."""
+        connection is made, and a dead node skipped, before the first request is sent. A stream
+        whose `first` request is of a sequence goes to that sequence's node, with no retry: the
+        stream's other sequences live on that node too, which keeps them whole for the stream's
+        life (a sequence is to be continued on the stream that started it)."""
+        sequence = self._sequence(model, first)
 
         async def connect(pick: Pick, attempt: int, remaining_s: float) -> Pinned:
             node = self._channel(pick)
@@ -97,9 +109,27 @@ class GrpcForwarder:
             except TimeoutError as exc:
                 log.warning("node unreachable over gRPC", extra={"node": pick.node_id})
                 raise NodeFailed("was unreachable over gRPC") from exc
-            return Pinned(pick.node_id, node)
+            return Pinned(pick.node_id, node, sequence is not None)
 
-        return await self.routing.attempt(model, version, deadline, connect, self._reachable)
+        return await self._attempt(model, version, deadline, connect, sequence)
+
+    def _sequence(self, model: str, message: bytes) -> SequenceRequest | None:
+        """Only a stateful model's requests are read for their sequence id."""
+        return from_grpc(model, message) if message and model in self.routing.stateful else None
+
+    async def _attempt(
+        self,
+        model: str,
+        version: str | None,
+        deadline: float,
+        send: Callable[[Pick, int, float], Awaitable[_Answer]],
+        sequence: SequenceRequest | None,
+    ) -> _Answer:
+        try:
+            return await self.routing.attempt(model, version, deadline, send, self._reachable, sequence)
+        except SequenceLost as exc:
+            trailing = ((NODE, str(exc.figures["node"])),)
+            raise GrpcAbort(Refusal(grpc.StatusCode.ABORTED, str(exc), trailing)) from exc
 
     def _reachable(self, pick: Pick) -> bool:
         return self.channels.get(pick.node_id) is not None

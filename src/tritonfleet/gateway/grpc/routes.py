@@ -11,7 +11,8 @@ reaches the node exactly as the client serialized it.
 | ModelReady, ModelMetadata, ModelConfig, ModelInfer | a node the scheduler picks for the model |
 | ModelStatistics, RepositoryIndex | every node, merged |
 | ModelStreamInfer | the node picked for the stream's first request, for the stream's life |
-| repository load/unload, shared memory, trace, log | refused, saying why |
+| RepositoryModelLoad, RepositoryModelUnload | every node whose repository has the model (model_control.py) |
+| shared memory, trace, log | the gateway, as Triton with client shared memory off (unrouted.py) |
 """
 
 from __future__ import annotations
@@ -27,17 +28,10 @@ from tritonclient.grpc import service_pb2
 
 from tritonfleet.gateway import access_log
 from tritonfleet.gateway.errors import GatewayError, Unavailable
+from tritonfleet.gateway.grpc import unrouted
 from tritonfleet.gateway.grpc.channels import SERVICE, NodeChannel, NodeChannels
 from tritonfleet.gateway.grpc.cluster import fan_out, merge_index, merge_statistics
-from tritonfleet.gateway.grpc.errors import (
-    LOG,
-    REPOSITORY,
-    SHARED_MEMORY,
-    TRACE,
-    GrpcAbort,
-    Refusal,
-    refusal,
-)
+from tritonfleet.gateway.grpc.errors import GrpcAbort, Refusal, refusal
 from tritonfleet.gateway.grpc.forwarding import GrpcForwarder, GrpcServed, route_of
 from tritonfleet.gateway.grpc.metadata import (
     CHARGE,
@@ -48,8 +42,10 @@ from tritonfleet.gateway.grpc.metadata import (
     Incoming,
     read_metadata,
 )
+from tritonfleet.gateway.grpc.model_control import GrpcModelControl
 from tritonfleet.gateway.grpc.streams import StreamRelay
 from tritonfleet.gateway.grpc.wire import Route
+from tritonfleet.gateway.model_control import Action
 from tritonfleet.gateway.paid import Charged, PaidPath
 from tritonfleet.gateway.service import GatewayCore
 from tritonfleet.scheduler.errors import SchedulerError, UnknownModel
@@ -63,18 +59,6 @@ _READY = service_pb2.ServerReadyResponse(ready=True).SerializeToString()
 _NOT_READY = service_pb2.ServerReadyResponse(ready=False).SerializeToString()
 _MODEL_NOT_READY = service_pb2.ModelReadyResponse(ready=False).SerializeToString()
 
-_REFUSED = {
-    "RepositoryModelLoad": Refusal(grpc.StatusCode.FAILED_PRECONDITION, REPOSITORY),
-    "RepositoryModelUnload": Refusal(grpc.StatusCode.FAILED_PRECONDITION, REPOSITORY),
-    "TraceSetting": Refusal(grpc.StatusCode.FAILED_PRECONDITION, TRACE),
-    "LogSettings": Refusal(grpc.StatusCode.FAILED_PRECONDITION, LOG),
-    **{
-        f"{kind}SharedMemory{action}": Refusal(grpc.StatusCode.UNIMPLEMENTED, SHARED_MEMORY)
-        for kind in ("System", "Cuda")
-        for action in ("Status", "Register", "Unregister")
-    },
-}
-
 
 class GrpcRoutes:
     """Handlers for every method, over the state the two fronts share."""
@@ -86,6 +70,7 @@ class GrpcRoutes:
         self.forwarder = forwarder
         self.channels = channels
         self.streams = StreamRelay(forwarder, core.paid)
+        self.model_control = GrpcModelControl(core, channels)
         self.access_log = access_log.Sampler(core.config)
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -99,7 +84,9 @@ class GrpcRoutes:
             "ModelStatistics": self.model_statistics,
             "RepositoryIndex": self.repository_index,
             "ModelInfer": self.model_infer,
-            **{method: partial(_refuse, refused) for method, refused in _REFUSED.items()},
+            "RepositoryModelLoad": partial(self.model_control.serve, Action.LOAD),
+            "RepositoryModelUnload": partial(self.model_control.serve, Action.UNLOAD),
+            **unrouted.handlers(),
         }
         methods = {name: grpc.unary_unary_rpc_method_handler(_aborting(call)) for name, call in unary.items()}
         methods["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(self.model_stream_infer)
@@ -305,10 +292,6 @@ def _aborting(handler: Unary) -> Unary:
         await _abort(context, refused)
 
     return handle
-
-
-async def _refuse(refused: Refusal, message: bytes, context: Context) -> bytes:
-    raise GrpcAbort(refused)
 
 
 async def _abort(context: Context, refused: Refusal) -> NoReturn:

@@ -1,7 +1,8 @@
 """`ModelStreamInfer`: one client stream relayed to one node for its whole life.
 
 Sequence and decoupled models keep state per stream on the node that serves it, so the stream
-is pinned to the node chosen for its first request, and every message goes there. Requests flow
+is pinned to the node chosen for its first request (for a stateful model, its sequence's node:
+gateway/sequences.py), and every message goes there. Requests flow
 up from a task of their own while responses flow down, each side as fast as its reader allows.
 If the node dies the stream ends with UNAVAILABLE; a stream opened again lands on a healthy node.
 """
@@ -51,7 +52,7 @@ class StreamRelay:
             record.model, record.version = route.model, route.version
             try:
                 check_version(route)
-                pinned = await self.forwarder.pin(route.model, route.version or None, deadline)
+                pinned = await self.forwarder.pin(route.model, route.version or None, deadline, first)
                 break
             except (UnknownModel, MalformedRequest) as exc:
                 # As Triton does: a request it cannot take is answered in the stream, which goes on.
@@ -73,7 +74,7 @@ class StreamRelay:
                 yield response
         finally:
             scheduler.release(pinned.node_id)
-        self._end(context, stream, charges)
+        self._end(context, stream, charges, pinned.stateful)
 
     def _charges(self, incoming: Incoming) -> StreamCharges | None:
         if self.paid is None:
@@ -84,7 +85,11 @@ class StreamRelay:
         return StreamCharges(self.paid, payer, f"{incoming.request_id}.{uuid.uuid4().hex[:12]}")
 
     def _end(
-        self, context: grpc.aio.ServicerContext, stream: PinnedStream, charges: StreamCharges | None
+        self,
+        context: grpc.aio.ServicerContext,
+        stream: PinnedStream,
+        charges: StreamCharges | None,
+        stateful: bool = False,
     ) -> None:
         trailing: tuple[tuple[str, str], ...] = ()
         if charges is not None:
@@ -95,7 +100,15 @@ class StreamRelay:
         if outcome.code is grpc.StatusCode.OK:
             context.set_trailing_metadata(trailing)
             return
-        if outcome.code is grpc.StatusCode.UNAVAILABLE:
+        if outcome.code is grpc.StatusCode.UNAVAILABLE and stateful:
+            # As a unary request of a lost sequence (sequences.SequenceLost): ABORTED.
+            self.forwarder.routing.failed(stream.node_id)
+            details = (
+                f"node {stream.node_id} failed during the stream ({outcome.details}): the state of "
+                "its sequences is lost; open a new stream and start the sequences again (sequence_start)"
+            )
+            outcome = Refusal(grpc.StatusCode.ABORTED, details, ((NODE, stream.node_id),))
+        elif outcome.code is grpc.StatusCode.UNAVAILABLE:
             self.forwarder.routing.failed(stream.node_id)
             details = (
                 f"node {stream.node_id} failed during the stream ({outcome.details}); "

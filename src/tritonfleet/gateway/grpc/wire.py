@@ -23,8 +23,8 @@ MODEL_NAME, MODEL_VERSION, ID, PARAMETERS = 1, 2, 3, 4
 RESPONSE_OUTPUTS = 5
 # ModelStreamInferResponse.
 ERROR_MESSAGE, INFER_RESPONSE = 1, 2
-# InferParameter.bool_param; a map entry's key and value.
-BOOL_PARAM = 1
+# InferParameter's fields; a map entry's key and value.
+BOOL_PARAM, INT64_PARAM, STRING_PARAM, UINT64_PARAM = 1, 2, 3, 5
 ENTRY_KEY, ENTRY_VALUE = 1, 2
 
 VARINT, FIXED64, LENGTH, FIXED32 = 0, 1, 2, 5
@@ -136,6 +136,25 @@ def bool_parameters(message: bytes, number: int) -> dict[str, bool]:
     return found
 
 
+def infer_parameters(message: bytes, names: frozenset[str]) -> dict[str, bool | int | str]:
+    """The entries named in `names` of a `ModelInferRequest`'s parameters (bool, integer or
+    string values; later entries win), stepping over every other field, tensors included."""
+    found: dict[str, bool | int | str] = {}
+    for number, wire_type, start, end in fields(message):
+        if number != PARAMETERS or wire_type != LENGTH:
+            continue
+        key, value = "", None
+        entry = message[start:end]
+        for inner, inner_type, s, e in fields(entry):
+            if inner == ENTRY_KEY and inner_type == LENGTH:
+                key = _text(entry[s:e])
+            elif inner == ENTRY_VALUE and inner_type == LENGTH:
+                value = _param(entry[s:e])
+        if key in names and value is not None:
+            found[key] = value
+    return found
+
+
 def fields(message: bytes) -> Iterator[tuple[int, int, int, int]]:
     """(field number, wire type, start, end) of each field's value, in order; the value of a
     length-delimited field is what its length prefix covers."""
@@ -212,6 +231,22 @@ def _bool_param(value: bytes) -> bool | None:
     for number, wire_type, start, _ in fields(value):
         if number == BOOL_PARAM and wire_type == VARINT:
             found = _read_varint(value, start)[0] != 0
+    return found
+
+
+def _param(value: bytes) -> bool | int | str | None:
+    """An `InferParameter`'s value (the last one set); None for a double or no value."""
+    found: bool | int | str | None = None
+    for number, wire_type, start, end in fields(value):
+        if wire_type == VARINT and number in (BOOL_PARAM, INT64_PARAM, UINT64_PARAM):
+            raw = _read_varint(value, start)[0]
+            if number == BOOL_PARAM:
+                found = raw != 0
+            else:
+                # int64 is sent as its 64-bit two's complement.
+                found = raw - (1 << 64) if number == INT64_PARAM and raw >= 1 << 63 else raw
+        elif number == STRING_PARAM and wire_type == LENGTH:
+            found = _text(value[start:end])
     return found
 
 

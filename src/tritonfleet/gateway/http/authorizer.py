@@ -41,7 +41,8 @@ SECRET_HEADER = "x-tritonfleet-authorizer"
 HOLD_HEADER = "x-tritonfleet-hold"
 # The commit's: what the node answered.
 STATUS_HEADER = "x-tritonfleet-status"
-_INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
+# The paid fast routes (envoy/resources.py): a stream of events is charged by the Python gateway.
+_INFER = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?/(?:infer|generate)")
 
 
 class Authorizer:

@@ -12,6 +12,7 @@ from multidict import CIMultiDict
 
 from tritonfleet.gateway.errors import DeadlineExceeded
 from tritonfleet.gateway.routing import NodeFailed, NodeRouting
+from tritonfleet.gateway.sequences import from_http
 from tritonfleet.proxy import Reply, UpstreamTimeout, UpstreamUnavailable, exchange
 from tritonfleet.scheduler.client import Pick
 
@@ -42,12 +43,19 @@ class HttpForwarder:
         body: bytes,
         headers: CIMultiDict[str],
         deadline: float,
+        relay_idle_s: float | None = None,
     ) -> HttpServed:
+        """`relay_idle_s`: a long or open-ended answer is relayed as it comes (proxy.exchange)."""
+
         async def send(pick: Pick, attempt: int, remaining_s: float) -> HttpServed:
-            reply = await self._send(pick, method, path_qs, body, headers, remaining_s)
+            reply = await self._send(pick, method, path_qs, body, headers, remaining_s, relay_idle_s)
             return HttpServed(reply, pick.node_id, attempt)
 
-        return await self.routing.attempt(model, version, deadline, send)
+        sequence = None
+        # Only a stateful model's infer body is read (its sequence id); no other body ever is.
+        if model in self.routing.stateful and method == "POST" and _is_infer(path_qs):
+            sequence = from_http(model, headers, body)
+        return await self.routing.attempt(model, version, deadline, send, sequence=sequence)
 
     async def _send(
         self,
@@ -57,11 +65,14 @@ class HttpForwarder:
         body: bytes,
         headers: CIMultiDict[str],
         timeout_s: float,
+        relay_idle_s: float | None,
     ) -> Reply:
         metrics = self.routing.metrics
         started = time.monotonic()
         try:
-            reply = await exchange(self.session, method, pick.url + path_qs, body, headers, timeout_s)
+            reply = await exchange(
+                self.session, method, pick.url + path_qs, body, headers, timeout_s, relay_idle_s
+            )
         except UpstreamUnavailable as exc:
             log.warning("node unavailable", extra={"node": pick.node_id, "error": str(exc)})
             metrics.upstream.labels(pick.node_id, "unavailable").inc()
@@ -74,3 +85,7 @@ class HttpForwarder:
         if reply.status == 503:
             raise NodeFailed("answered 503")
         return reply
+
+
+def _is_infer(path_qs: str) -> bool:
+    return path_qs.partition("?")[0].endswith("/infer")

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from tritonfleet.cluster_auth import presents_token
 from tritonfleet.gateway import access_log
-from tritonfleet.gateway.errors import BodyTimeout, BodyTooLarge, GatewayError, MalformedRequest
-from tritonfleet.gateway.http import cluster
+from tritonfleet.gateway.errors import BodyTimeout, BodyTooLarge, GatewayError, MalformedRequest, Unavailable
+from tritonfleet.gateway.http import cluster, unrouted
 from tritonfleet.gateway.http.forwarding import HttpForwarder
+from tritonfleet.gateway.http.model_control import ModelControlRoutes
 from tritonfleet.gateway.http.responses import (
     CHARGE_HEADER,
     CREDIT_HEADER,
@@ -27,10 +30,14 @@ from tritonfleet.gateway.request_ids import checked_request_id, new_request_id
 from tritonfleet.gateway.service import GatewayCore
 from tritonfleet.metrics import render
 from tritonfleet.protocol import NodeView
-from tritonfleet.proxy import end_to_end
+from tritonfleet.proxy import Reply, UpstreamError, end_to_end, rest_of
 from tritonfleet.scheduler.errors import SchedulerError, UnknownModel
 
+log = logging.getLogger(__name__)
+
 NODE_HEADER = "X-Tritonfleet-Node"
+# The routes of an inference, charged when payments are on.
+PAID_ROUTES = frozenset({"infer", "generate", "generate_stream"})
 # Triton 2.51 answers 500 to a body it cannot parse; the client's mistake deserves a 400.
 _UNPARSEABLE_BODY = b'{"error":"failed to parse the request JSON buffer'
 
@@ -40,8 +47,9 @@ DataPlaneStatus = Callable[[], Awaitable[dict[str, Any]]]
 
 def build_app(core: GatewayCore, envoy_status: DataPlaneStatus | None = None) -> web.Application:
     """`envoy_status`: Envoy's state, with the Envoy data plane in front of this app."""
-    app = web.Application(client_max_size=core.config.max_body_bytes)
+    app = web.Application(client_max_size=core.config.max_body_bytes, middlewares=[unrouted.triton_errors])
     app.router.add_routes(HttpRoutes(core, envoy_status).routes())
+    app.router.add_routes(unrouted.routes())
     return app
 
 
@@ -55,16 +63,25 @@ class HttpRoutes:
         self.metrics = core.metrics
         self.forwarder = HttpForwarder(core.routing, core.session)
         self.access_log = access_log.Sampler(core.config)
+        self.model_control = ModelControlRoutes(core)
 
     def routes(self) -> list[web.AbstractRouteDef]:
         model_routes = []
         for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
             model_routes += [
                 web.post(prefix + "/infer", self.infer),
+                web.post(prefix + "/generate", self.generate),
+                web.post(prefix + "/generate_stream", self.generate_stream),
                 web.get(prefix, self.model_scoped),
                 web.get(prefix + "/ready", self.model_ready),
                 web.get(prefix + "/config", self.model_scoped),
                 web.get(prefix + "/stats", self.model_stats),
+            ]
+        control = self.model_control
+        for prefix in ("/v2/repository/models/{model}", "/v2/repository/{repository}/models/{model}"):
+            model_routes += [
+                web.post(prefix + "/load", control.load),
+                web.post(prefix + "/unload", control.unload),
             ]
         return [
             web.get("/v2/health/live", self.live),
@@ -72,6 +89,7 @@ class HttpRoutes:
             web.get("/v2", self.server_metadata),
             web.get("/v2/models/stats", self.model_stats),
             web.post("/v2/repository/index", self.repository_index),
+            web.post("/v2/repository/{repository}/index", self.repository_index),
             *model_routes,
             web.get("/v1/nodes", self.nodes),
             web.get("/v1/credit", self.credit),
@@ -81,6 +99,12 @@ class HttpRoutes:
 
     async def infer(self, request: web.Request) -> web.StreamResponse:
         return await self._routed(request, "infer")
+
+    async def generate(self, request: web.Request) -> web.StreamResponse:
+        return await self._routed(request, "generate")
+
+    async def generate_stream(self, request: web.Request) -> web.StreamResponse:
+        return await self._routed(request, "generate_stream")
 
     async def model_scoped(self, request: web.Request) -> web.StreamResponse:
         return await self._routed(request, "model")
@@ -103,9 +127,9 @@ class HttpRoutes:
             if chosen:
                 request_id = checked_request_id(chosen)
             paid = self.core.paid
-            if paid is not None and route == "infer":
+            if paid is not None and route in PAID_ROUTES:
                 response = await self._serve_paid(
-                    paid, request, request_id, bool(chosen), model, version, started
+                    paid, request, request_id, bool(chosen), route, model, version, started
                 )
             else:
                 response = await self._serve(request, request_id, model, version, started)
@@ -136,18 +160,31 @@ class HttpRoutes:
         request: web.Request,
         request_id: str,
         request_id_from_client: bool,
+        route: str,
         model: str,
         version: str | None,
         started: float,
-    ) -> web.Response:
+    ) -> web.StreamResponse:
+        """A 200 is charged before any of it goes out: an answer once read whole (only an answer
+        that has arrived is charged); a stream of events once its first chunk has come, as a
+        paid gRPC stream's request is charged before its first output is relayed."""
         payer = paid.authenticate(request.headers.get("Authorization"))
         async with paid.hold(payer, request_id, model, version, request_id_from_client) as held:
-            response = await self._serve(request, request_id, model, version, started, strip_auth=True)
-            if response.status == 200:
+
+            async def charge(headers: CIMultiDict[str]) -> None:
                 charged = await held.charge()
-                response.headers[CHARGE_HEADER] = str(charged.amount)
-                response.headers[CREDIT_HEADER] = str(charged.remaining)
-        return response
+                headers[CHARGE_HEADER] = str(charged.amount)
+                headers[CREDIT_HEADER] = str(charged.remaining)
+
+            return await self._serve(
+                request,
+                request_id,
+                model,
+                version,
+                started,
+                paid_by=charge,
+                relay=route == "generate_stream",
+            )
 
     async def credit(self, request: web.Request) -> web.Response:
         """The caller's lease on this gateway: granted, charged, held by requests in flight, free."""
@@ -166,8 +203,11 @@ class HttpRoutes:
         model: str,
         version: str | None,
         started: float,
-        strip_auth: bool = False,
-    ) -> web.Response:
+        paid_by: Callable[[CIMultiDict[str]], Awaitable[None]] | None = None,
+        relay: bool = True,
+    ) -> web.StreamResponse:
+        """The node's answer; a long or open-ended one (with `relay`) relayed as it comes. With
+        `paid_by`, a 200 is charged (its headers given what it cost) before any of it goes out."""
         if version is not None and not version.isdigit():
             raise MalformedRequest(f"invalid version '{version}' for model '{model}': expected a number")
         try:
@@ -181,8 +221,10 @@ class HttpRoutes:
                 f"request body not received within {self.config.request_timeout_s:g} s"
             ) from exc
         headers = end_to_end(request.headers)
+        # aiohttp has decoded a compressed body: the node gets it as it now is.
+        headers.popall("Content-Encoding", None)
         headers["X-Request-ID"] = request_id
-        if strip_auth:
+        if paid_by is not None:
             headers.popall("Authorization", None)  # the user's API key is ours, not the nodes'
 
         served = await self.forwarder.forward(
@@ -193,14 +235,55 @@ class HttpRoutes:
             body,
             headers,
             started + self.config.request_timeout_s,
+            relay_idle_s=self.config.request_timeout_s if relay else None,
         )
-        out = served.reply.headers
+        reply = served.reply
+        out = reply.headers
         out["X-Request-ID"] = request_id
         out[NODE_HEADER] = served.node_id
-        status = served.reply.status
-        if status == 500 and served.reply.body.startswith(_UNPARSEABLE_BODY):
+        status = reply.status
+        if status == 500 and reply.body.startswith(_UNPARSEABLE_BODY):
             status = 400
-        return web.Response(status=status, body=served.reply.body, headers=out)
+        if reply.pending is None:
+            if paid_by is not None and status == 200:
+                await paid_by(out)
+            return web.Response(status=status, body=reply.body, headers=out)
+        return await self._relay(request, reply, out, paid_by)
+
+    async def _relay(
+        self,
+        request: web.Request,
+        reply: Reply,
+        headers: CIMultiDict[str],
+        paid_by: Callable[[CIMultiDict[str]], Awaitable[None]] | None,
+    ) -> web.StreamResponse:
+        """A 200 whose body is still coming, relayed chunk by chunk (a paid one charged on its
+        first). A node that breaks off mid-answer leaves the client's connection closed without
+        the answer's end (aiohttp closes it when the handler raises once the head is out), so
+        that the client sees the answer cut, never a short one as whole; such a request is
+        missing from the access log and the latency metrics."""
+        node = headers[NODE_HEADER]
+        chunks = rest_of(reply)
+        try:
+            try:
+                first = await anext(chunks, b"")
+            except UpstreamError as exc:
+                raise Unavailable(f"node {node} broke off before its answer: {exc}") from exc
+            if paid_by is not None:
+                await paid_by(headers)
+            response = web.StreamResponse(status=reply.status, headers=headers)
+            await response.prepare(request)
+            try:
+                await response.write(first)
+                async for chunk in chunks:
+                    await response.write(chunk)
+            except UpstreamError as exc:
+                log.warning("answer broke off", extra={"node": node, "error": str(exc)})
+                raise ConnectionResetError(f"node {node}: {exc}") from exc
+            await response.write_eof()
+            return response
+        finally:
+            await chunks.aclose()
 
     async def live(self, request: web.Request) -> web.Response:
         return web.Response(status=200)
