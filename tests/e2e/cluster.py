@@ -18,6 +18,7 @@ MODEL_DIRS = {
     "text_generation": MODELS / "text_generation",
     "simple_identity": MODELS / "simple_identity",
     "latency": MODELS / "_bench" / "latency",
+    "bulk": MODELS / "_bench" / "bulk",
     "simple_sequence": MODELS / "simple_sequence",
     "simple_dyna_sequence": MODELS / "simple_dyna_sequence",
     "simple_string_dyna_sequence": MODELS / "simple_string_dyna_sequence",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -21,7 +22,7 @@ MODEL = "text_generation"
 def fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     local = cluster(
         tmp_path_factory.mktemp("generate"),
-        {"node-1": [MODEL, "simple_identity"], "node-2": [MODEL, "simple_identity"]},
+        {"node-1": [MODEL, "simple_identity", "bulk"], "node-2": [MODEL, "simple_identity", "bulk"]},
         gateway={"data_plane": request.param},
     )
     try:
@@ -93,3 +94,43 @@ def test_a_long_answer_is_relayed_whole_and_unchanged(fleet: LocalCluster) -> No
     assert direct.status_code == 200, direct.text[:300]
     assert through.status_code == 200 and len(through.content) > 3 * 2**20
     assert through.content == direct.content
+
+
+def test_a_64_mib_answer_costs_the_gateway_no_64_mib_of_memory(fleet: LocalCluster) -> None:
+    """The peak resident memory of the gateway's processes (Envoy's too, on its plane), reset
+    before (Linux's clear_refs), grows by a fraction of the answer while one passes through."""
+    size = 64 * 2**20
+    body = {
+        "inputs": [{"name": "BYTES_OUT", "shape": [1], "datatype": "INT32", "data": [size]}],
+        "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": True}}],
+    }
+    pids = [fleet.gateway.pid, *children(fleet.gateway.pid)]
+    before = {pid: reset_peak_memory(pid) for pid in pids}
+    received = 0
+    url = f"{fleet.gateway_url}/v2/models/bulk/infer"
+    # Not compressed (httpx asks for gzip by default, and zeros shrink to nothing).
+    with httpx.stream("POST", url, json=body, headers={"Accept-Encoding": "identity"}, timeout=60) as answer:
+        assert answer.status_code == 200, answer.read()[:300]
+        for chunk in answer.iter_bytes():
+            received += len(chunk)
+    assert received > size
+    grown = {pid: peak_memory(pid) - before[pid] for pid in pids}
+    assert max(grown.values()) < size // 4, {pid: f"{n / 2**20:.1f} MiB" for pid, n in grown.items()}
+
+
+def children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def reset_peak_memory(pid: int) -> int:
+    """Resets the process's peak resident memory to its current one (`5` to clear_refs); that."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return peak_memory(pid)
+
+
+def peak_memory(pid: int) -> int:
+    """VmHWM: the most resident memory the process has had, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for {pid}")
