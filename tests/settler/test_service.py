@@ -11,7 +11,13 @@ import pytest
 from tests.devnet import deployed_chain, depositor, new_anvil
 from tests.settler.world import RefusesAccount, RevertsOnChain, charge, like, take_settler_nonce, top_up
 from tritonfleet.config import SettlerConfig
-from tritonfleet.payments.chain.client import ChainUnavailable, FeeAboveCeiling, ReceiptTimeout, SignedTx
+from tritonfleet.payments.chain.client import (
+    ChainUnavailable,
+    FeeAboveCeiling,
+    NonceTaken,
+    ReceiptTimeout,
+    SignedTx,
+)
 from tritonfleet.payments.chain.devchain import DevChain
 from tritonfleet.payments.ledger.states import BatchState
 from tritonfleet.payments.ledger.store import Ledger
@@ -344,7 +350,9 @@ def test_a_nonce_race_lost_every_time_is_no_refusal(chain: DevChain, ledger: Led
             return super().broadcast(signed)
 
     charge(ledger, alice.address, 1)
-    with pytest.raises(Exception, match="nonce") as raced:
+    # The node says "nonce too low", or "replacement transaction underpriced" while the other
+    # sender's transaction is still pending: both are a nonce taken (chain/client.py).
+    with pytest.raises(NonceTaken) as raced:
         Settler(ledger, like(chain, AlwaysRaced), max_charges=1000, max_attempts=1).settle_pending()
     assert not isinstance(raced.value, BatchRefused)
     (batch,) = ledger.unfinished_batches()
