@@ -11,3 +11,8 @@ def test_a_free_port_is_bindable_and_outside_the_ephemeral_range() -> None:
     for port in ports:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))
+
+
+def test_a_port_is_not_handed_out_twice_though_nothing_bound_it_yet() -> None:
+    ports = [free_port() for _ in range(500)]
+    assert len(set(ports)) == len(ports)

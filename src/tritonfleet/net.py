@@ -22,6 +22,9 @@ _LOWEST_FREE_PORT = 15000
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 # Our own, seeded from the OS: processes picking at once must not draw the same sequence.
 _rng = random.Random()
+# The ports free_port has handed out here: a caller may bind its port only later (a child
+# process's), and until then the same port would look free to the next call.
+_handed_out: set[int] = set()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -34,11 +37,14 @@ def free_port(host: str = "127.0.0.1") -> int:
     highest = _ephemeral_start() - 1
     for _ in range(100):
         port = _rng.randint(_LOWEST_FREE_PORT, highest)
+        if port in _handed_out:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((host, port))
             except OSError:
                 continue
+            _handed_out.add(port)
             return port
     raise OSError(f"no free port between {_LOWEST_FREE_PORT} and {highest} on {host}")
 
