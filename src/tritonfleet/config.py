@@ -179,6 +179,25 @@ class GatewayConfig(Section):
     eject_after_failures: int = 1
     eject_base_s: float = 1.0
     eject_max_s: float = 30.0
+    # Grey failures. One attempt on a node may take attempt_timeout_factor times the model's
+    # recent p99 latency, kept within [attempt_timeout_floor_s, attempt_timeout_ceiling_s] (the
+    # ceiling while the model has no history yet). Past it the node counts a failure toward
+    # ejection (a hung node is out at once) and, with `hedge`, a second attempt goes to another
+    # node while the first goes on: the first answer wins. Stateless inference only: never a
+    # request of a sequence.
+    attempt_timeout_factor: float = 3.0
+    attempt_timeout_floor_s: float = 0.25
+    attempt_timeout_ceiling_s: float = 10.0
+    hedge: bool = True
+    # A node whose recent latency for a model is this many times its peers' median is ejected
+    # as a failing one is (a slow node); 0: no latency-outlier ejection.
+    outlier_latency_factor: float = 4.0
+    # Overload: at most max_in_flight requests in flight through this gateway and
+    # max_in_flight_per_node on any one node; up to max_queued more wait for a slot; beyond
+    # that, 503 (gRPC UNAVAILABLE) with Retry-After at once, never a hang.
+    max_in_flight: int = 8192
+    max_in_flight_per_node: int = 512
+    max_queued: int = 1024
     # Seconds advised in Retry-After when no node serves the model.
     retry_after_s: int = 1
     # Longest wait for one node's answer to a cluster-wide question (index, statistics, metadata).

@@ -96,6 +96,10 @@ class NodeList(BaseModel):
 
     version: int
     nodes: list[NodeView]
+    # Seconds until this list can be complete: a health checker that (re)started less than a
+    # TTL ago may not have heard yet from every live node, so watchers keep the nodes they
+    # knew meanwhile rather than take its list for the whole cluster.
+    warming_s: float = 0.0
 
 
 class ScheduleResponse(BaseModel):

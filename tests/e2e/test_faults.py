@@ -5,13 +5,15 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.e2e.cluster import DATA_PLANES, cluster, simple_body
+from tritonfleet.health.status import data_plane
 from tritonfleet.up.cluster import LocalCluster
 
 SIMPLE = simple_body(2)
@@ -123,3 +125,58 @@ def test_sigterm_drains_a_node_without_losing_in_flight_requests(fleet: LocalClu
     fleet.wait_gateway_sees({"node-1"}, 10)
     victim.start()
     fleet.wait_node("node-2", 120)
+
+
+def gateway_view(fleet: LocalCluster) -> dict[str, Any]:
+    answer = httpx.get(f"{fleet.gateway_url}/v1/nodes", headers=fleet.cluster_auth, timeout=5)
+    answer.raise_for_status()
+    view: dict[str, Any] = answer.json()
+    return view
+
+
+def stale_gauge(fleet: LocalCluster) -> float:
+    metrics = httpx.get(f"{fleet.gateway_url}/metrics", timeout=5).text
+    [line] = [
+        line for line in metrics.splitlines() if line.startswith("tritonfleet_gateway_node_view_stale ")
+    ]
+    return float(line.split()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(what)
+        time.sleep(0.1)
+
+
+def test_with_the_control_plane_down_the_gateway_routes_on_its_last_view_and_still_ejects(
+    fleet: LocalCluster,
+) -> None:
+    """Every health checker down stops no inference; a node dying meanwhile is ejected all the
+    same; the restarted checker rebuilds its registry from heartbeats with no 'no node' burst."""
+    fleet.wait_gateway_sees({"node-1", "node-2"}, 10)
+    assert not gateway_view(fleet)["stale"] and stale_gauge(fleet) == 0
+    victim = fleet.nodes["node-2"]
+    victim_triton = triton_url(fleet, "node-2")
+    with Load(fleet.gateway_url) as load:
+        fleet.health.signal(signal.SIGKILL)
+        fleet.health.proc.wait()  # type: ignore[union-attr]
+        # Past the TTL, after which the gateway once dropped every node.
+        time.sleep(fleet.config.health.ttl_s + 1)
+        view = gateway_view(fleet)
+        assert view["stale"] and stale_gauge(fleet) == 1
+        assert {node["node_id"] for node in view["nodes"]} == {"node-1", "node-2"}
+        assert "node view STALE" in data_plane(fleet.gateway_url, None, fleet.cluster_auth)
+        victim.signal(signal.SIGKILL)
+        victim.proc.wait()  # type: ignore[union-attr]
+        wait_refused(victim_triton, 5.0)
+        time.sleep(1.0)
+        fleet.health.start()
+        wait_until(lambda: not gateway_view(fleet)["stale"], 15, "the gateway's view stayed stale")
+        fleet.wait_gateway_sees({"node-1"}, 10)
+    failures = [answer for answer in load.answers if answer[0] != 200]
+    assert failures == [], "every request was served throughout"
+    victim.start()
+    fleet.wait_node("node-2", 120)
+    fleet.wait_gateway_sees({"node-1", "node-2"}, 10)

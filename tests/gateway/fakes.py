@@ -82,7 +82,7 @@ def gateway_core(nodes: list[NodeView], session: aiohttp.ClientSession, **config
     gw = GatewayConfig(**config)
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
-    routing = NodeRouting(FakeScheduler(nodes), first_failure_ejector(), metrics, gw.max_attempts)
+    routing = NodeRouting.configured(FakeScheduler(nodes), first_failure_ejector(), metrics, gw)
     return GatewayCore(
         gw, FakeWatcher(nodes), routing, metrics, registry, session, paid=None, cluster_token=CLUSTER_TOKEN
     )

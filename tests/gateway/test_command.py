@@ -100,7 +100,8 @@ async def test_one_failing_close_is_logged_and_the_others_still_close(
 
 async def test_the_embedded_scheduler_watches_with_the_configured_timeout_and_ttl() -> None:
     """health.watch_timeout_s is what the watch asks for, and a checker gone for health.ttl_s has
-    its nodes dropped (the embedded scheduler once used fixed defaults: 30 s and 3 s)."""
+    its nodes dropped while another answers (the embedded scheduler once used fixed defaults:
+    30 s and 3 s)."""
     asked: list[float] = []
     watched = asyncio.Event()
 
@@ -111,13 +112,16 @@ async def test_the_embedded_scheduler_watches_with_the_configured_timeout_and_tt
             return await super().watch(since, timeout_s)
 
     checker = RecordingChecker([node("a", "simple")])
-    async with AsyncExitStack() as stack:
+    other = FakeHealthChecker([node("b", "simple")])
+    async with AsyncExitStack() as stack, served(other.app) as other_url:
         async with served(checker.app) as url:
             config = gateway_config(
-                cluster={"health_urls": [url]}, health={"watch_timeout_s": 0.2, "ttl_s": 0.3}
+                cluster={"health_urls": [url, other_url]}, health={"watch_timeout_s": 0.2, "ttl_s": 0.3}
             )
             core = await open_core(config, stack)
-            assert await core.watcher.wait_for(lambda nodes: len(nodes) == 1, 5.0)
+            assert await core.watcher.wait_for(lambda nodes: len(nodes) == 2, 5.0)
             await asyncio.wait_for(watched.wait(), 5.0)
         assert set(asked) == {0.2}
-        assert await core.watcher.wait_for(lambda nodes: nodes == [], 2.0), "dropped after ttl_s, not 3 s"
+        assert await core.watcher.wait_for(lambda nodes: [n.node_id for n in nodes] == ["b"], 2.0), (
+            "dropped after ttl_s, not 3 s"
+        )

@@ -250,3 +250,14 @@ def test_refusals_never_carry_the_secret_presented(caplog: pytest.LogCaptureFixt
     with caplog.at_level(logging.DEBUG), pytest.raises(NodeSecretRefused) as refused:
         registry.heartbeat(beat("a"), "presented-guess")
     assert "presented-guess" not in str(refused.value) + caplog.text
+
+
+def test_a_new_registry_says_its_list_may_be_incomplete_for_one_ttl() -> None:
+    """A restarted checker has not heard from every live node yet: watchers keep what they knew."""
+    clock = FakeClock()
+    registry = make(clock, ttl_s=3.0)
+    assert registry.listing().warming_s == 3.0
+    clock.advance(2.0)
+    assert registry.listing().warming_s == 1.0
+    clock.advance(5.0)
+    assert registry.listing().warming_s == 0.0

@@ -6,7 +6,7 @@ from .fakes import AUTH, beat_json, owner, register, running
 async def test_a_watch_without_since_answers_at_once() -> None:
     async with running() as h:
         response = await h.client.get("/v1/nodes/watch", params={"timeout_s": 10})
-    assert response.json() == {"version": 0, "nodes": []}
+    assert response.json() == {"version": 0, "nodes": [], "warming_s": 3.0}
 
 
 async def test_a_watcher_behind_the_registry_is_answered_at_once() -> None:
@@ -36,7 +36,7 @@ async def test_a_current_watcher_waits_and_is_answered_on_the_next_change() -> N
 async def test_a_watch_without_change_answers_the_same_version_at_its_timeout() -> None:
     async with running() as h:
         response = await h.client.get("/v1/nodes/watch", params={"since": 0, "timeout_s": 0.05})
-    assert response.json() == {"version": 0, "nodes": []}
+    assert response.json() == {"version": 0, "nodes": [], "warming_s": 3.0}
 
 
 async def test_the_watch_timeout_is_capped_by_the_configured_maximum() -> None:

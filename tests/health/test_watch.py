@@ -93,6 +93,44 @@ async def test_a_checker_gone_for_stale_after_s_loses_its_nodes_and_the_others_s
         assert await watcher.wait_for(has("a", "b"), 1.0)
 
 
+async def test_with_every_checker_down_the_last_view_is_held_stale_until_one_answers() -> None:
+    one = FakeHealthChecker([node("a", "m")])
+    two = FakeHealthChecker([node("b", "m")])
+    network = FakeNetwork({"h1": one.app, "h2": two.app})
+    options = {"watch_timeout_s": 0.05, "retry_s": 0.02, "stale_after_s": 0.1}
+    async with watching(network, "h1", "h2", **options) as watcher:
+        assert await watcher.wait_for(has("a", "b"), 1.0)
+        assert not watcher.stale
+        network.down.update({"h1", "h2"})
+        await asyncio.sleep(0.4)  # long past stale_after_s
+        assert ids(watcher.nodes) == ["a", "b"] and watcher.stale
+        # One checker back, and b gone meanwhile: its complete list is the view again.
+        two.set_nodes([node("c", "m")])
+        network.down.discard("h2")
+        assert await watcher.wait_for(has("c"), 1.0)
+        assert not watcher.stale
+
+
+async def test_a_restarted_checker_still_warming_adds_to_the_held_view_until_its_list_is_complete() -> None:
+    checker = FakeHealthChecker([node("a", "m"), node("b", "m")])
+    network = FakeNetwork({"h1": checker.app})
+    options = {"watch_timeout_s": 5.0, "retry_s": 0.02, "stale_after_s": 0.05}
+    async with watching(network, "h1", **options) as watcher:
+        assert await watcher.wait_for(has("a", "b"), 1.0)
+        restarted = FakeHealthChecker([node("a", "m")])  # b has not heartbeated to it yet
+        restarted.warming_s = 0.3
+        network.transports["h1"] = httpx.ASGITransport(restarted.app)
+        network.down.add("h1")
+        checker.set_nodes(checker.nodes)  # ends the pending watch; the old process is gone
+        await asyncio.sleep(0.1)
+        network.down.clear()
+        await asyncio.sleep(0.1)
+        assert ids(watcher.nodes) == ["a", "b"] and watcher.stale, "no burst of 'no node' answers"
+        # Once its list is complete (no change needed to learn it), b is known to be gone.
+        assert await watcher.wait_for(has("a"), 1.0)
+        assert not watcher.stale
+
+
 async def test_a_short_outage_keeps_the_checkers_nodes(caplog: pytest.LogCaptureFixture) -> None:
     checker = FakeHealthChecker([node("a", "m")])
     network = FakeNetwork({"h1": checker.app})
@@ -156,7 +194,7 @@ async def test_aclose_cancels_every_watch_task() -> None:
     assert all(task.done() for task in tasks)
 
 
-async def test_the_watcher_follows_a_real_http_checker_and_drops_it_when_it_stops() -> None:
+async def test_the_watcher_follows_a_real_http_checker_and_holds_its_nodes_when_it_stops() -> None:
     checker = FakeHealthChecker([node("a", "m")])
     port = free_port()
     config = uvicorn.Config(checker.app, port=port, log_config=None, lifespan="off", ws="none")
@@ -178,7 +216,8 @@ async def test_the_watcher_follows_a_real_http_checker_and_drops_it_when_it_stop
                 assert await watcher.wait_for(has("a"), 2.0)
                 server.should_exit = True
                 await serving
-                assert await watcher.wait_for(has(), 2.0)
+                await asyncio.sleep(0.3)  # past stale_after_s
+                assert ids(watcher.nodes) == ["a"] and watcher.stale
             finally:
                 await watcher.aclose()
     finally:

@@ -48,6 +48,8 @@ class FakeHealthChecker:
     def __init__(self, nodes: Sequence[NodeView] = ()) -> None:
         self.version = 1
         self.nodes = list(nodes)
+        # As a checker started less than a TTL ago answers (NodeList.warming_s).
+        self.warming_s = 0.0
         self._changed = asyncio.Event()
         self.app = FastAPI()
         self.app.get("/v1/nodes")(self.listing)
@@ -60,7 +62,7 @@ class FakeHealthChecker:
         self._changed = asyncio.Event()
 
     async def listing(self) -> NodeList:
-        return NodeList(version=self.version, nodes=self.nodes)
+        return NodeList(version=self.version, nodes=self.nodes, warming_s=self.warming_s)
 
     async def watch(self, since: int, timeout_s: float) -> NodeList:
         if self.version <= since:

@@ -26,8 +26,23 @@ class GatewayMetrics(HttpMetrics):
         self.retries = Counter(
             "tritonfleet_gateway_retries", "Requests sent again to another node.", registry=registry
         )
+        self.hedges = Counter(
+            "tritonfleet_gateway_hedges",
+            "Requests also sent to another node while a late attempt went on (the first answer wins).",
+            registry=registry,
+        )
+        self.overloaded = Counter(
+            "tritonfleet_gateway_overloaded",
+            "Requests refused at once (503, UNAVAILABLE) because the gateway or every node was at its limit.",
+            registry=registry,
+        )
         self.ejections = Counter(
             "tritonfleet_gateway_ejections", "Nodes ejected after failures.", ["node"], registry=registry
+        )
+        self.stale_view = Gauge(
+            "tritonfleet_gateway_node_view_stale",
+            "1 while no health checker vouches for the node view: routing on the last known nodes.",
+            registry=registry,
         )
         self.in_flight = Gauge(
             "tritonfleet_gateway_in_flight", "Requests being served now.", registry=registry

@@ -7,13 +7,17 @@ ejected by the `Ejector` (passive health checking), long before the health check
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from tritonfleet.config import GatewayConfig
+from tritonfleet.gateway.admission import Admission, Overloaded
 from tritonfleet.gateway.errors import DeadlineExceeded, GatewayError, Unavailable
+from tritonfleet.gateway.latency import AttemptTimeouts, LatencyOutliers
 from tritonfleet.gateway.metrics import GatewayMetrics
 from tritonfleet.gateway.sequences import LiveSequences, SequenceRequest, StatefulModels
 from tritonfleet.scheduler.client import Pick, SchedulerClient
@@ -83,6 +87,19 @@ class Ejector:
         return frozenset(node for node, record in self._records.items() if record.until > now)
 
 
+@dataclass(slots=True)
+class _Attempt:
+    pick: Pick
+    at: float
+    late: bool = False
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """A cancelled attempt's end is of no interest; reading it keeps asyncio from warning."""
+    if not task.cancelled():
+        task.exception()
+
+
 class NodeFailed(GatewayError):
     """The node gave no answer (refused, reset, unavailable): another node may."""
 
@@ -96,20 +113,54 @@ class NodeRouting:
     answering (NodeFailed), and only while the deadline allows. Retrying after a reset can run
     an inference twice on two nodes; Triton's inference routes are stateless, and a reset
     answer was never seen by the client, so the retry is what the client would have done
-    itself. A timeout is not retried: the deadline is spent. A request of a sequence (a
-    stateful model's) is never retried: its state is on one node (`attempt_sequence`).
+    itself. A request of a sequence (a stateful model's) is never retried: its state is on one
+    node (`attempt_sequence`).
+
+    Grey failures (latency.py): an attempt slower than the model's `timeouts` is late: its node
+    counts a failure (a hung node is ejected at its first late answer) and, with `hedge`,
+    another node is asked while the late one goes on; the first answer wins and the others are
+    cancelled. A node far slower than its peers (`outliers`) is ejected as a failing one is.
+    Overload (admission.py): the request holds one of the gateway's slots and one of its node's.
     """
 
     def __init__(
-        self, scheduler: SchedulerClient, ejector: Ejector, metrics: GatewayMetrics, max_attempts: int
+        self,
+        scheduler: SchedulerClient,
+        ejector: Ejector,
+        metrics: GatewayMetrics,
+        max_attempts: int,
+        *,
+        timeouts: AttemptTimeouts | None = None,
+        outliers: LatencyOutliers | None = None,
+        admission: Admission | None = None,
+        hedge: bool = False,
     ) -> None:
         self.scheduler = scheduler
         self.ejector = ejector
         self.metrics = metrics
         self.max_attempts = max_attempts
+        self.timeouts = timeouts
+        self.outliers = outliers
+        self.admission = admission or Admission(limit=1 << 30, per_node=1 << 30, queue_limit=0)
+        self.hedge = hedge
         # Fed by the node view (service.open_core): which models' requests carry a sequence.
         self.stateful = StatefulModels()
         self.live = LiveSequences(scheduler.acquire, scheduler.release)
+
+    @classmethod
+    def configured(
+        cls, scheduler: SchedulerClient, ejector: Ejector, metrics: GatewayMetrics, gw: GatewayConfig
+    ) -> NodeRouting:
+        return cls(
+            scheduler,
+            ejector,
+            metrics,
+            gw.max_attempts,
+            timeouts=AttemptTimeouts.of(gw),
+            outliers=LatencyOutliers(gw.outlier_latency_factor),
+            admission=Admission(gw.max_in_flight, gw.max_in_flight_per_node, gw.max_queued),
+            hedge=gw.hedge,
+        )
 
     async def attempt(
         self,
@@ -119,37 +170,158 @@ class NodeRouting:
         send: Callable[[Pick, int, float], Awaitable[_Answer]],
         usable: Callable[[Pick], bool] | None = None,
         sequence: SequenceRequest | None = None,
+        discard: Callable[[_Answer], None] | None = None,
     ) -> _Answer:
         """`send(pick, attempt, remaining_s)`'s answer from the first node that gives one; for a
-        request of a `sequence`, from the sequence's node or none (`attempt_sequence`)."""
+        request of a `sequence`, from the sequence's node or none (`attempt_sequence`).
+        `discard` lets go of an answer that lost a hedge race (a relayed answer's connection)."""
         # Idle sequences stop counting as load on their nodes even when no sequence comes again.
         self.live.expire()
-        if sequence is not None:
-            return await self.attempt_sequence(sequence, version, deadline, send, usable)
+        try:
+            async with self.admission.admitted(deadline):
+                if sequence is not None:
+                    return await self.attempt_sequence(sequence, version, deadline, send, usable)
+                return await self._attempt_stateless(model, version, deadline, send, usable, discard)
+        except Overloaded:
+            self.metrics.overloaded.inc()
+            raise
+
+    async def _attempt_stateless(
+        self,
+        model: str,
+        version: str | None,
+        deadline: float,
+        send: Callable[[Pick, int, float], Awaitable[_Answer]],
+        usable: Callable[[Pick], bool] | None,
+        discard: Callable[[_Answer], None] | None,
+    ) -> _Answer:
         tried: set[str] = set()
+        # The attempts under way: their node, when each began, whether it is late already.
+        running: dict[asyncio.Task[_Answer], _Attempt] = {}
         failure = "none"
-        for attempt in range(1, self.max_attempts + 1):
-            pick = await self.next_node(model, version, tried, usable)
-            if pick is None:
-                break
-            remaining_s = deadline - time.monotonic()
-            if remaining_s <= 0:
+        try:
+            while True:
+                if not running or self._hedging(running):
+                    pick = await self._next_attempt(model, version, tried, usable, deadline, bool(running))
+                    if pick is not None:
+                        running[self._start(pick, len(tried), send, deadline)] = _Attempt(
+                            pick, time.monotonic()
+                        )
+                if not running:
+                    raise Unavailable(f"no node could serve model '{model}' now; last failure: {failure}")
+                done = await self._first_done(model, running, deadline)
+                for task in done:
+                    started = running.pop(task)
+                    self._release(started.pick.node_id)
+                    try:
+                        answer = task.result()
+                    except NodeFailed as exc:
+                        failure = f"node {started.pick.node_id} {exc}"
+                        self.failed(started.pick.node_id)
+                        continue
+                    self._answered(model, started, time.monotonic() - started.at)
+                    # Any other attempt done at the same time is let go of below, as are those running.
+                    return answer
+        finally:
+            for task, started in running.items():
+                self._release(started.pick.node_id)
+                self._release_answer(task, discard)
+
+    def _hedging(self, running: Mapping[asyncio.Task[Any], _Attempt]) -> bool:
+        """Whether to ask one more node now: every attempt under way is late."""
+        return self.hedge and all(attempt.late for attempt in running.values())
+
+    async def _next_attempt(
+        self,
+        model: str,
+        version: str | None,
+        tried: set[str],
+        usable: Callable[[Pick], bool] | None,
+        deadline: float,
+        hedging: bool,
+    ) -> Pick | None:
+        """The node of the next attempt, marked tried; None when none is left to try (or, for
+        a hedge, none is free: the late attempt goes on alone rather than wait in the queue)."""
+        while len(tried) < self.max_attempts:
+            if deadline - time.monotonic() <= 0:
                 raise DeadlineExceeded("deadline exceeded before a node could answer")
-            if attempt > 1:
-                self.metrics.retries.inc()
-            self.scheduler.acquire(pick.node_id)
-            try:
-                answer = await send(pick, attempt, remaining_s)
-            except NodeFailed as exc:
-                failure = f"node {pick.node_id} {exc}"
-                tried.add(pick.node_id)
-                self.failed(pick.node_id)
-                continue
-            finally:
-                self.scheduler.release(pick.node_id)
-            self.ejector.succeeded(pick.node_id)
-            return answer
-        raise Unavailable(f"no node could serve model '{model}' now; last failure: {failure}")
+            busy = self.admission.full - tried
+            pick = await self.next_node(model, version, tried | busy, usable)
+            if pick is None and busy and not hedging:
+                # Are the nodes left all at their limit, or none of them serving the model?
+                pick = await self.next_node(model, version, set(tried), usable)
+                if pick is not None and pick.node_id in busy:
+                    # Queue for a slot on one of them (Overloaded when the queue is full).
+                    await self.admission.wait_for_node(model, deadline)
+                    continue
+            if pick is None:
+                return None
+            if tried or hedging:
+                (self.metrics.hedges if hedging else self.metrics.retries).inc()
+            tried.add(pick.node_id)
+            return pick
+        return None
+
+    def _start(
+        self,
+        pick: Pick,
+        attempt: int,
+        send: Callable[[Pick, int, float], Awaitable[_Answer]],
+        deadline: float,
+    ) -> asyncio.Task[_Answer]:
+        self.scheduler.acquire(pick.node_id)
+        self.admission.take(pick.node_id)
+        return asyncio.ensure_future(send(pick, attempt, deadline - time.monotonic()))
+
+    def _release(self, node_id: str) -> None:
+        self.scheduler.release(node_id)
+        self.admission.give(node_id)
+
+    async def _first_done(
+        self, model: str, running: Mapping[asyncio.Task[_Answer], _Attempt], deadline: float
+    ) -> set[asyncio.Task[_Answer]]:
+        """The attempts done by the time the next one turns late (which is then marked, its
+        node counting a failure) or the deadline (DeadlineExceeded)."""
+        patience_s = self.timeouts.timeout_s(model) if self.timeouts else None
+        now = time.monotonic()
+        wake = deadline
+        if patience_s is not None:
+            wake = min([deadline, *(a.at + patience_s for a in running.values() if not a.late)])
+        done, _ = await asyncio.wait(
+            running, timeout=max(0.0, wake - now), return_when=asyncio.FIRST_COMPLETED
+        )
+        if done:
+            return done
+        now = time.monotonic()
+        if now >= deadline:
+            nodes = ", ".join(attempt.pick.node_id for attempt in running.values())
+            raise DeadlineExceeded(f"node {nodes} did not answer within the deadline")
+        for attempt in running.values():
+            if not attempt.late and patience_s is not None and now - attempt.at >= patience_s:
+                attempt.late = True
+                self.metrics.upstream.labels(attempt.pick.node_id, "late").inc()
+                self.failed(attempt.pick.node_id)
+        return set()
+
+    def _answered(self, model: str, attempt: _Attempt, seconds: float) -> None:
+        if self.timeouts is not None:
+            self.timeouts.observe(model, seconds)
+        slow = self.outliers is not None and self.outliers.observe(model, attempt.pick.node_id, seconds)
+        if slow:
+            log.warning("node slow against its peers", extra={"node": attempt.pick.node_id, "model": model})
+            self.failed(attempt.pick.node_id)
+        elif not attempt.late:
+            # A late answer is no success: the node still counts as failing (ejected or not).
+            self.ejector.succeeded(attempt.pick.node_id)
+
+    @staticmethod
+    def _release_answer(task: asyncio.Task[_Answer], discard: Callable[[_Answer], None] | None) -> None:
+        """Let go of an attempt that lost: cancel it, or free the answer it already has."""
+        if not task.done():
+            task.cancel()
+            task.add_done_callback(_retrieve)
+        elif not task.cancelled() and task.exception() is None and discard is not None:
+            discard(task.result())
 
     async def attempt_sequence(
         self,
@@ -178,13 +350,14 @@ class NodeRouting:
         if remaining_s <= 0:
             raise DeadlineExceeded("deadline exceeded before a node could answer")
         self.scheduler.acquire(pick.node_id)
+        self.admission.take(pick.node_id)
         try:
             answer = await send(pick, 1, remaining_s)
         except NodeFailed as exc:
             self.failed(pick.node_id)
             raise sequence.lost(pick.node_id, f"failed ({exc})") from exc
         finally:
-            self.scheduler.release(pick.node_id)
+            self._release(pick.node_id)
         self.ejector.succeeded(pick.node_id)
         self.live.served(sequence, pick.node_id, self.stateful.idle_s(model))
         return answer

@@ -114,13 +114,17 @@ async def open_core(config: FleetConfig, stack: AsyncExitStack) -> GatewayCore:
     close_on_exit(stack, "scheduler client", scheduler.aclose)
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
+    metrics.stale_view.set_function(lambda: float(watcher.stale))
     ejector = Ejector(gw.eject_after_failures, gw.eject_base_s, gw.eject_max_s)
     watcher.subscribe(
         lambda nodes: ejector.track(
             {node.node_id: f"{node.manager_url} {node.triton_http_url}" for node in nodes if node.schedulable}
         )
     )
-    routing = NodeRouting(scheduler, ejector, metrics, gw.max_attempts)
+    routing = NodeRouting.configured(scheduler, ejector, metrics, gw)
+    if routing.outliers is not None:
+        outliers = routing.outliers
+        watcher.subscribe(lambda nodes: outliers.forget({node.node_id for node in nodes}))
     routing.stateful.follow(watcher.nodes)
     watcher.subscribe(routing.stateful.follow)
     paid = (

@@ -61,6 +61,7 @@ class Registry:
         self._nodes: dict[str, NodeRecord] = {}
         self._version = 0
         self._load_dirty = False
+        self._started_s = clock()
 
     @property
     def version(self) -> int:
@@ -135,7 +136,8 @@ class Registry:
         views = [self._nodes[n].view(now_s) for n in sorted(self._nodes)]
         if model is not None:
             views = [v for v in views if v.serves(model, version)]
-        return NodeList(version=self._version, nodes=views)
+        warming_s = max(0.0, self._ttl_s - (now_s - self._started_s))
+        return NodeList(version=self._version, nodes=views, warming_s=warming_s)
 
     def targets(self) -> list[ProbeTarget]:
         return [record.target() for record in self._nodes.values()]

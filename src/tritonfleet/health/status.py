@@ -54,11 +54,19 @@ def data_plane(gateway_url: str, tls_cert_file: Path | None, headers: dict[str, 
         view = answer.json()
     except (httpx.HTTPError, ValueError) as exc:
         return f"no answer ({exc})"
+    stale = (
+        "; node view STALE: no health checker answers, routing on the last known nodes"
+        if view.get("stale")
+        else ""
+    )
     envoy = view.get("envoy")
     if envoy is None:
-        return f"python data plane, {len(view.get('nodes', []))} nodes in view"
+        return f"python data plane, {len(view.get('nodes', []))} nodes in view{stale}"
     routed = ", ".join(envoy["routed"]) or "no node"
-    return f"envoy {envoy['version']} {envoy['state']}, routing to {routed} (admin socket {envoy['admin']})"
+    return (
+        f"envoy {envoy['version']} {envoy['state']}, routing to {routed} "
+        f"(admin socket {envoy['admin']}){stale}"
+    )
 
 
 def serve(config: FleetConfig) -> int:
@@ -77,4 +85,6 @@ def serve(config: FleetConfig) -> int:
         print(gateway_line(config, headers))
         return 0
     print("no health checker answered:\n  " + "\n  ".join(errors), file=sys.stderr)
+    # The gateway still routes, on its last view: say what it is.
+    print(gateway_line(config, headers))
     return 1

@@ -21,10 +21,12 @@ REQUEST_TIMEOUT_S = 2.0
 
 @dataclass(frozen=True)
 class Answer:
-    """One health checker's latest node list, and when (on the watcher's clock) it came."""
+    """One health checker's latest node list, and when (on the watcher's clock) it came;
+    `complete_at`: from when the list can be taken as the whole cluster (NodeList.warming_s)."""
 
     nodes: tuple[NodeView, ...]
     received_at: float
+    complete_at: float = 0.0
 
 
 def merge(answers: Iterable[Answer], now: float) -> list[NodeView]:
@@ -55,6 +57,12 @@ class NodeWatcher:
     removed any node that stopped heartbeating) has its list dropped, so that no dead
     information lingers; its nodes stay only if another checker lists them.
 
+    The control plane going down must not stop inference on nodes that are fine: while no
+    checker that answers has a complete list (all are unreachable, or the ones back have just
+    restarted and are still hearing from the nodes, NodeList.warming_s), the view is `stale`:
+    the nodes known before stay in it, updated by whatever the checkers do say, and failing
+    nodes are still ejected by the gateway's own routing. The first complete list ends it.
+
     Every request carries `token`, the cluster token, without which checkers answer 401
     (logged as an error: no listing will come until the configuration is fixed).
     """
@@ -80,7 +88,10 @@ class NodeWatcher:
         self.stale_after_s = stale_after_s
         self.clock = clock
         self._answers: dict[str, Answer] = {}
+        self._failing: set[str] = set()
         self._nodes: list[NodeView] = []
+        self.stale = True
+        self._republish: asyncio.TimerHandle | None = None
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -100,6 +111,8 @@ class NodeWatcher:
 
     async def aclose(self) -> None:
         tasks, self._tasks = self._tasks, []
+        if self._republish is not None:
+            self._republish.cancel()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -124,6 +137,8 @@ class NodeWatcher:
                 since = None
                 if failing_since is None:
                     failing_since = self.clock()
+                    self._failing.add(url)
+                    self._publish()
                     refused = isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 401
                     log.log(
                         logging.ERROR if refused else logging.WARNING,
@@ -138,8 +153,13 @@ class NodeWatcher:
             if failing_since is not None:
                 log.info("health checker is back", extra={"health_url": url})
                 failing_since = None
+                self._failing.discard(url)
             since = listing.version
-            self._answers[url] = Answer(tuple(listing.nodes), self.clock())
+            now = self.clock()
+            self._answers[url] = Answer(tuple(listing.nodes), now, now + listing.warming_s)
+            if listing.warming_s > 0:
+                # Nothing may change when the list turns complete: look again then.
+                self._publish_later(listing.warming_s)
             self._publish()
 
     async def _fetch(self, url: str, since: int | None) -> NodeList:
@@ -166,9 +186,29 @@ class NodeWatcher:
             )
             del self._answers[url]
             self._publish()
+            if self.stale:
+                log.warning(
+                    "no health checker answers: routing on the last known nodes (stale view)",
+                    extra={"health_url": url, "nodes": len(self._nodes)},
+                )
+
+    def _publish_later(self, delay_s: float) -> None:
+        if self._republish is not None:
+            self._republish.cancel()
+        self._republish = asyncio.get_running_loop().call_later(delay_s, self._publish)
 
     def _publish(self) -> None:
-        self._nodes = merge(self._answers.values(), self.clock())
+        now = self.clock()
+        fresh = merge(self._answers.values(), now)
+        self.stale = not any(
+            answer.complete_at <= now for url, answer in self._answers.items() if url not in self._failing
+        )
+        if self.stale:
+            # Hold on to the nodes known before; what the checkers say now wins for theirs.
+            listed = {node.node_id for node in fresh}
+            held = [node for node in self._nodes if node.node_id not in listed]
+            fresh = sorted([*fresh, *held], key=lambda node: node.node_id)
+        self._nodes = fresh
         for listener in self._listeners:
             try:
                 listener(self.nodes)

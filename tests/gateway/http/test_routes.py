@@ -125,6 +125,45 @@ async def test_a_node_too_slow_for_the_request_timeout_gives_504_and_is_not_retr
     assert isinstance(scheduler, FakeScheduler) and scheduler.core.in_flight("a") == 0
 
 
+async def test_a_hung_node_is_hedged_around_within_the_attempt_timeout_and_ejected(
+    tritons: StartTriton, gateway: StartGateway
+) -> None:
+    hung, live = await tritons(slow), await tritons(echo)
+    client, core = await gateway(
+        [hung.node("a"), live.node("b")], attempt_timeout_floor_s=0.1, attempt_timeout_ceiling_s=0.2
+    )
+    response = await client.post(INFER, data=b"{}")
+    assert response.status == 200 and response.headers[NODE_HEADER] == "b"
+    assert core.routing.ejector.ejected() == {"a"}
+    metrics = await (await client.get("/metrics")).text()
+    assert "tritonfleet_gateway_hedges_total 1.0" in metrics
+    assert 'tritonfleet_gateway_upstream_requests_total{node="a",outcome="late"} 1.0' in metrics
+
+
+async def test_beyond_the_limits_and_the_queue_the_answer_is_503_with_retry_after_at_once(
+    tritons: StartTriton, gateway: StartGateway
+) -> None:
+    hung = await tritons(slow)
+    client, _ = await gateway(
+        [hung.node("a")], max_in_flight_per_node=1, max_queued=1, retry_after_s=4, request_timeout_s=5
+    )
+    # One in flight on the only node, one queued for it: the third is refused.
+    held = [asyncio.ensure_future(client.post(INFER, data=b"{}")) for _ in range(2)]
+    # Time for both to reach the gateway (the first its node) on a loaded machine.
+    await asyncio.sleep(0.3)
+    assert len(hung.received) == 1
+    response = await client.post(INFER, data=b"{}", headers={"X-Request-ID": "r-9"})
+    assert response.status == 503
+    assert (response.headers["Retry-After"], response.headers["X-Request-ID"]) == ("4", "r-9")
+    assert await response.json() == {
+        "error": "every node serving model 'simple' is at its limit of requests in flight and the "
+        "queue is full; retry later"
+    }
+    for request in held:
+        request.cancel()
+    await asyncio.gather(*held, return_exceptions=True)
+
+
 async def test_an_unknown_model_is_404_in_tritons_words(tritons: StartTriton, gateway: StartGateway) -> None:
     triton = await tritons(echo)
     client, _ = await gateway([triton.node("a")])

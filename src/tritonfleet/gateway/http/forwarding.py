@@ -55,7 +55,7 @@ class HttpForwarder:
         # Only a stateful model's infer body is read (its sequence id); no other body ever is.
         if model in self.routing.stateful and method == "POST" and _is_infer(path_qs):
             sequence = from_http(model, headers, body)
-        return await self.routing.attempt(model, version, deadline, send, sequence=sequence)
+        return await self.routing.attempt(model, version, deadline, send, sequence=sequence, discard=_discard)
 
     async def _send(
         self,
@@ -85,6 +85,12 @@ class HttpForwarder:
         if reply.status == 503:
             raise NodeFailed("answered 503")
         return reply
+
+
+def _discard(served: HttpServed) -> None:
+    """Close the connection of a relayed answer that lost a hedge race, unread."""
+    if served.reply.pending is not None:
+        served.reply.pending.close()
 
 
 def _is_infer(path_qs: str) -> bool:

@@ -324,7 +324,12 @@ class HttpRoutes:
         the nodes' addresses, which clients must not learn: the cluster token is required."""
         if not presents_token(request.headers.get("Authorization"), self.core.cluster_token):
             return error_response(401, "the node list needs 'Authorization: Bearer <cluster token>'")
-        view: dict[str, Any] = {"nodes": [node.model_dump(mode="json") for node in self.core.watcher.nodes]}
+        watcher = self.core.watcher
+        view: dict[str, Any] = {
+            "nodes": [node.model_dump(mode="json") for node in watcher.nodes],
+            # No health checker vouches for the view now: the nodes are the last known ones.
+            "stale": watcher.stale,
+        }
         if self.envoy_status is not None:
             view["envoy"] = await self.envoy_status()
         return json_response(view)
