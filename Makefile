@@ -54,10 +54,11 @@ test: lint $(BENCH_TOOLS)
 	$(BIN)/pytest -q
 	$(BIN)/python -m bench.smoke
 
-# The benchmarks' load generator and reference proxy come from Debian's packages.
+# The benchmarks' load generator and reference proxy, and the `ip` and `tc` of the
+# network-namespace tests (iproute2), come from Debian's packages.
 $(BENCH_TOOLS): | $(STAMP)
-	command -v wrk >/dev/null && (command -v nginx >/dev/null || test -x /usr/sbin/nginx) \
-		|| (apt-get update && apt-get install -y wrk nginx)
+	command -v wrk >/dev/null && command -v tc >/dev/null && (command -v nginx >/dev/null || test -x /usr/sbin/nginx) \
+		|| (apt-get update && apt-get install -y wrk nginx iproute2)
 	touch $@
 
 # Every scenario with its full settings, then docs/benchmarks.md; about 16 minutes on 2 cores.

@@ -38,6 +38,11 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str, str]] = {
         "tritonfleet.up.command:serve",
         "Run a whole local cluster.",
     ),
+    "netns": (
+        ("gateway", "node", "health"),
+        "tritonfleet.netns.command:serve",
+        "Run a cluster whose hosts are network namespaces (root); faults: python -m tritonfleet.netns.",
+    ),
     "status": (
         ("gateway",),
         "tritonfleet.health.status:serve",

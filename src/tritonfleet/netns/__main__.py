@@ -1,0 +1,5 @@
+import sys
+
+from tritonfleet.netns.command import main
+
+sys.exit(main())
