@@ -70,6 +70,7 @@ bench: install $(BENCH_TOOLS)
 	$(BIN)/python -m bench.paid --duration-s 3 --rounds 3
 	$(BIN)/python -m bench.grpc_overhead --duration-s 3 --rounds 3
 	$(BIN)/python -m bench.generate --duration-s 3 --rounds 3
+	$(BIN)/python -m bench.faults
 	$(BIN)/python -m bench.report
 
 # Each scenario for a few seconds and the report, into a temp dir: proves the harness works.

@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt
 from tritonfleet.config import SettlerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = ("overhead", "scaleout", "skew", "failover", "paid", "grpc_overhead", "generate")
+SCENARIOS = ("overhead", "scaleout", "skew", "failover", "paid", "grpc_overhead", "generate", "faults")
 # Every Ethereum transaction costs at least this much gas before it does anything.
 INTRINSIC_TX_GAS = 21_000
 NONE = "\u2013"  # an en dash, for figures not measured
@@ -150,6 +150,7 @@ def checks(r: dict[str, Any]) -> list[Check]:
                 NONE if ejected is None else f"{1.0 - ejected:.3f} s to spare",
             )
         )
+    out += fault_checks(r.get("faults", {}))
     if "paid" in r and "sqlite" in r["paid"]:
         ratio = r["paid"]["sqlite"]["paid_vs_unpaid"]
         out.append(
@@ -1024,6 +1025,7 @@ def page(r: dict[str, Any], docs: Path) -> str:
         ("paid", paid_section, plot_paid),
         ("grpc_overhead", grpc_section, plot_grpc),
         ("generate", generate_section, lambda r, docs: ""),
+        ("faults", faults_section, plot_faults),
     ]
     for name, section, plot in sections:
         if name not in r:
@@ -1069,6 +1071,210 @@ def generate_section(r: dict[str, Any], image: str) -> str:
             f"Triton's: {verdicts}.",
         ]
     )
+
+
+# What the others do, from their own documentation and issue threads (issue 16): the anchors the
+# faults scenario's figures are read against. None of these was run here.
+FAULT_ANCHORS = [
+    (
+        "Envoy, outlier detection as shipped",
+        "ejects after 5 consecutive 5xx, evaluated every 10 s; no per-try timeout unless set: a hung "
+        "host holds each request for the route's timeout (15 s by default)",
+    ),
+    ("NVIDIA Dynamo", "lost 32 of 100 requests after a worker died, before its 10 s lease expired"),
+    ("Ray Serve", "open issues about routing to half-alive replicas and slow failure detection"),
+    ("vLLM production router", "open issues about routing to dead nodes and hanging without timeouts"),
+]
+FAULT_GOALS_S = {"pause": 1.0, "blackhole": 1.0, "partition": 1.0, "throttle": 2.0}
+
+
+def fault_checks(r: dict[str, Any]) -> list[Check]:
+    """Issue 16's goals, on each data plane."""
+    out = []
+    for plane, kinds in r.get("faults", {}).items():
+        failed = sum(f["failed"] for f in kinds.values())
+        out.append(
+            Check(
+                f"faults ({plane}): failed requests that another node could serve",
+                "0",
+                f"{failed} of {sum(f['requests'] for f in kinds.values())} ({', '.join(kinds)})",
+                failed == 0,
+                "none" if failed == 0 else f"{failed} failed",
+            )
+        )
+        for fault, goal in FAULT_GOALS_S.items():
+            out_s = kinds.get(fault, {}).get("out_of_rotation_s")
+            if fault in kinds:
+                out.append(
+                    Check(
+                        f"faults ({plane}): {fault}, node out of rotation",
+                        f"within {goal:g} s",
+                        fmt(out_s, ".2f", " s"),
+                        None if out_s is None else out_s <= goal,
+                        NONE if out_s is None else f"{goal - out_s:+.2f} s",
+                    )
+                )
+    for plane, runs in r.get("overload", {}).items():
+        share = runs["bounded"]["goodput_of_capacity"]
+        out.append(
+            Check(
+                f"overload ({plane}): goodput at 3x capacity",
+                "near capacity (at least 90%)",
+                f"{share:.0%} (unbounded: {runs['unbounded']['goodput_of_capacity']:.0%})",
+                share >= 0.9,
+                f"{(share - 0.9) * 100:+.0f} points",
+            )
+        )
+    for plane, f in r.get("connections", {}).items():
+        errors = sum(f["errors"].values())
+        out.append(
+            Check(
+                f"connections ({plane}): {f['connections']} held at once",
+                "no error",
+                f"{f['held']} held, {errors} errors",
+                errors == 0 and f["held"] == f["connections"] if f["connections"] >= 10_000 else None,
+                "none"
+                if errors == 0
+                else f"{errors} errors"
+                + ("" if f["connections"] >= 10_000 else f" (at {f['connections']}, not 10,000)"),
+            )
+        )
+    return out
+
+
+def faults_section(r: dict[str, Any], image: str) -> str:
+    settings = r["settings"]
+    parts = ["## 8. Faults: hung, slow, partitioned, killed nodes; overload; many connections"]
+    if "faults" in r:
+        rows = []
+        for plane, kinds in r["faults"].items():
+            for fault, f in kinds.items():
+                goal = FAULT_GOALS_S.get(fault)
+                out = f["out_of_rotation_s"]
+                rows.append(
+                    [
+                        plane,
+                        fault,
+                        f"{f['failed']} of {f['requests']}",
+                        fmt(out, ".2f", " s"),
+                        NONE if goal is None else f"{goal:g} s: {verdict(out is not None and out <= goal)}",
+                        f["caught"],
+                        fmt(f["steady_p99_ms"], ".1f"),
+                        fmt(f["fault_p99_ms"], ".1f"),
+                    ]
+                )
+        parts += [
+            "`bench/faults.py`, part `faults`: three nodes of the latency fixture "
+            f"({settings['fault_service_time_ms']:g} ms, two instances each) and the health checker, "
+            "scheduler and gateway, each a host of its own in a network namespace (`tritonfleet.netns`), "
+            f"under an open-loop load of {settings['rate_rps']:g} requests/s from the root namespace. "
+            f"Each fault hits node 2 after {settings['steady_s']:g} s of steady load and lasts "
+            f"{settings['fault_s']:g} s. *Failed*: answers other than 200 (each could have been served "
+            "by another node: the goal is none). *Out of rotation*: from the fault to the last request "
+            "of the first burst it caught (a request slower than three times the steady p99 plus "
+            "20 ms); *caught* counts them all, the half-open tries at the end of each back-off "
+            "included. Latency in ms. A killed node refuses connections, which are retried at once: "
+            "it catches no request, hence no figure. `tc netem` (latency, loss) is not in this "
+            "machine's kernel; `throttle` makes a node slow instead (its tritonserver stopped 45 ms of "
+            "every 50).",
+            md_table(
+                ["plane", "fault", "failed", "out of rotation", "goal", "caught", "steady p99", "fault p99"],
+                rows,
+            ),
+        ]
+    if "overload" in r:
+        rows = []
+        for plane, runs in r["overload"].items():
+            for name, f in runs.items():
+                rows.append(
+                    [
+                        plane,
+                        name,
+                        fmt(f["offered_rps"], ".0f"),
+                        fmt(f["goodput_rps"], ".1f"),
+                        f"{f['goodput_of_capacity']:.0%}",
+                        f"{f['refused_503']} ({f['refused_with_retry_after']} with Retry-After), "
+                        f"p99 {fmt(f['refused_p99_ms'], '.1f')} ms",
+                        f["timed_out"],
+                        fmt(f["served_p99_ms"], ".0f"),
+                        fmt(f["gateway_rss_grown_mib"], ".1f"),
+                    ]
+                )
+        parts += [
+            "Part `overload`: two nodes of the latency fixture "
+            f"({settings['service_time_ms']:g} ms, one instance, no batching: "
+            f"{2 * 1000 / settings['service_time_ms']:g} requests/s in all) offered three times that, "
+            f"open loop, for {settings['overload_s']:g} s; clients give up after "
+            f"{settings['slo_s']:g} s. *Goodput*: answers 200 within that, per second, counted as they "
+            "arrive past the run's first quarter. `bounded`: the gateway's limits sized to the nodes "
+            "(two in flight per node, a queue of half an SLO of capacity); `unbounded`: no limit, as "
+            "before issue 16. Memory: the gateway's peak resident memory grown during the run "
+            "(Envoy's too, on its plane), MiB.",
+            md_table(
+                [
+                    "plane",
+                    "limits",
+                    "offered/s",
+                    "goodput/s",
+                    "of capacity",
+                    "refused",
+                    "timed out",
+                    "served p99 ms",
+                    "memory grown",
+                ],
+                rows,
+            ),
+        ]
+    if "connections" in r:
+        rows = [
+            [
+                plane,
+                f["held"],
+                f"{f['open_s']:g} s",
+                ", ".join(f"{t:g} s" for t in f["round_s"]),
+                ", ".join(f"{k}: {v}" for k, v in f["errors"].items()) or "none",
+                fmt(f["gateway_rss_grown_mib"], ".1f"),
+            ]
+            for plane, f in r["connections"].items()
+        ]
+        parts += [
+            f"Part `connections`: {settings['connections']} client connections opened to the gateway "
+            "and all held open, each sending one request (a model of no service time), twice over.",
+            md_table(["plane", "held", "opened in", "rounds", "errors", "memory grown MiB"], rows),
+        ]
+    parts += [
+        "What the others do, from their documentation and issue threads (not run here):",
+        "\n".join(f"- **{who}**: {what}" for who, what in FAULT_ANCHORS),
+    ]
+    if image:
+        parts.append(f"![faults]({image})")
+    return "\n\n".join(parts)
+
+
+def plot_faults(r: dict[str, Any], docs: Path) -> str:
+    if "faults" not in r and "overload" not in r:
+        return ""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for offset, (plane, kinds) in enumerate(r.get("faults", {}).items()):
+        names = list(kinds)
+        out = [kinds[n]["out_of_rotation_s"] or 0.0 for n in names]
+        positions = [i + offset * 0.4 for i in range(len(names))]
+        left.bar(positions, out, width=0.4, label=plane)
+        left.set_xticks([i + 0.2 for i in range(len(names))], names)
+    left.axhline(1.0, color="red", linestyle="--", label="goal, hung: 1 s")
+    left.axhline(2.0, color="orange", linestyle="--", label="goal, slow: 2 s")
+    left.set_ylabel("fault to out of rotation (s)")
+    left.legend(fontsize=8)
+    labels, goodput = [], []
+    for plane, runs in r.get("overload", {}).items():
+        for name, f in runs.items():
+            labels.append(f"{plane}\n{name}")
+            goodput.append(f["goodput_of_capacity"] * 100)
+    right.bar(labels, goodput, color=["#3a7" if "bounded" == n.split()[-1] else "#a33" for n in labels])
+    right.set_ylabel("goodput at 3x capacity (% of capacity)")
+    right.axhline(100, color="#888", linestyle=":")
+    fig.suptitle("Faults on node 2 (left) and overload (right)")
+    return save(fig, docs, "faults")
 
 
 def overhead_floor(r: dict[str, Any]) -> str:

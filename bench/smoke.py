@@ -28,6 +28,7 @@ SMOKE = (
     ("paid", ["--duration-s", "1", "--rounds", "1"]),
     ("grpc_overhead", ["--duration-s", "1", "--rounds", "1"]),
     ("generate", ["--smoke"]),
+    ("faults", ["--smoke"]),
 )
 
 

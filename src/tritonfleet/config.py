@@ -191,7 +191,7 @@ class GatewayConfig(Section):
     hedge: bool = True
     # A node whose recent latency for a model is this many times its peers' median is ejected
     # as a failing one is (a slow node); 0: no latency-outlier ejection.
-    outlier_latency_factor: float = 4.0
+    outlier_latency_factor: float = 3.0
     # Overload: at most max_in_flight requests in flight through this gateway and
     # max_in_flight_per_node on any one node; up to max_queued more wait for a slot; beyond
     # that, 503 (gRPC UNAVAILABLE) with Retry-After at once, never a hang.
