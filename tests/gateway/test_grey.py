@@ -35,6 +35,15 @@ def test_the_attempt_timeout_follows_the_p99_within_floor_and_ceiling() -> None:
     assert timeouts.timeout_s("slow") == 10.0
 
 
+def test_one_stall_of_a_busy_machine_makes_no_outlier() -> None:
+    outliers = LatencyOutliers(factor=3.0)
+    for _ in range(MIN_NODE_ANSWERS):
+        outliers.observe("simple", "a", 0.002)
+        assert not outliers.observe("simple", "b", 0.002)
+    assert not outliers.observe("simple", "b", 0.300)
+    assert not outliers.observe("simple", "b", 0.002)
+
+
 def test_a_node_far_slower_than_its_peers_is_an_outlier_and_starts_over() -> None:
     outliers = LatencyOutliers(factor=4.0)
     verdicts = []

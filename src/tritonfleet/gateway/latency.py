@@ -3,7 +3,7 @@ is slow against its peers. The Python plane's routing (routing.py) feeds both wi
 
     AttemptTimeouts   per model: attempt_timeout_factor x the p99 of its recent answers,
                       within [floor, ceiling]; past it, the attempt is late (hedge, eject)
-    LatencyOutliers   per model and node: a moving average of its answers' latency; a node
+    LatencyOutliers   per model and node: the median of its last answers' latency; a node
                       outlier_latency_factor times slower than its peers' median is slow
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
-from dataclasses import dataclass
 
 from tritonfleet.config import GatewayConfig
 
@@ -65,18 +64,25 @@ class AttemptTimeouts:
             recent.timeout_s = min(self.ceiling_s, max(self.floor_s, self.factor * p99))
 
 
-# A node is judged on its moving average once it has this many answers since it was last
-# judged slow; a slowness under ABSOLUTE_MARGIN_S is noise, however large the ratio (0.3 ms
-# against 0.1 ms is no slow node).
-ALPHA = 0.2
+# A node is judged on the median of its last NODE_WINDOW answers, once it has MIN_NODE_ANSWERS
+# of them since it was last judged slow: one stall of a busy machine moves no median, a node
+# slow on most of its answers does. A slowness under ABSOLUTE_MARGIN_S is noise, however large
+# the ratio (0.3 ms against 0.1 ms is no slow node).
+NODE_WINDOW = 7
 MIN_NODE_ANSWERS = 5
 ABSOLUTE_MARGIN_S = 0.005
 
 
-@dataclass(slots=True)
-class _Average:
-    seconds: float = 0.0
-    answers: int = 0
+class _Answers:
+    __slots__ = ("median_s", "recent")
+
+    def __init__(self) -> None:
+        self.recent: deque[float] = deque(maxlen=NODE_WINDOW)
+        self.median_s = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.recent.append(seconds)
+        self.median_s = statistics.median(self.recent)
 
 
 class LatencyOutliers:
@@ -86,32 +92,33 @@ class LatencyOutliers:
 
     def __init__(self, factor: float) -> None:
         self.factor = factor
-        self._averages: dict[str, dict[str, _Average]] = {}
+        self._nodes: dict[str, dict[str, _Answers]] = {}
 
     def observe(self, model: str, node_id: str, seconds: float) -> bool:
-        """Record one answer; True when `node_id` is now an outlier for `model`. Its average
-        then starts over, so that after its back-off it is judged on its new answers only."""
-        nodes = self._averages.setdefault(model, {})
-        average = nodes.setdefault(node_id, _Average())
-        average.seconds = seconds if average.answers == 0 else (1 - ALPHA) * average.seconds + ALPHA * seconds
-        average.answers += 1
-        if self.factor <= 0 or average.answers < MIN_NODE_ANSWERS:
+        """Record one answer; True when `node_id` is now an outlier for `model`. Its answers
+        then start over, so that after its back-off it is judged on its new ones only."""
+        nodes = self._nodes.setdefault(model, {})
+        answers = nodes.get(node_id)
+        if answers is None:
+            answers = nodes[node_id] = _Answers()
+        answers.add(seconds)
+        if self.factor <= 0 or len(answers.recent) < MIN_NODE_ANSWERS:
             return False
         peers = [
-            peer.seconds
+            peer.median_s
             for peer_id, peer in nodes.items()
-            if peer_id != node_id and peer.answers >= MIN_NODE_ANSWERS
+            if peer_id != node_id and len(peer.recent) >= MIN_NODE_ANSWERS
         ]
         if not peers:
             return False
         yardstick = statistics.median(peers)
-        if average.seconds > self.factor * yardstick and average.seconds - yardstick > ABSOLUTE_MARGIN_S:
+        if answers.median_s > self.factor * yardstick and answers.median_s - yardstick > ABSOLUTE_MARGIN_S:
             del nodes[node_id]
             return True
         return False
 
     def forget(self, node_ids: set[str]) -> None:
         """Drop the nodes that left the cluster's view."""
-        for nodes in self._averages.values():
+        for nodes in self._nodes.values():
             for node_id in [node_id for node_id in nodes if node_id not in node_ids]:
                 del nodes[node_id]
