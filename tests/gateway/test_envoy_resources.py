@@ -93,13 +93,13 @@ def test_paid_fast_routes_are_authorized_and_charged_by_the_python_gateway_the_r
 
 def test_a_fast_route_retries_on_another_node_before_any_answer() -> None:
     retry = route_table(["model.simple"])[0]["route"]["retry_policy"]
+    # gateway-error: a node's 502-504, and an attempt past its timeout (Envoy retries those on it).
     assert set(retry["retry_on"].split(",")) == {
         "connect-failure",
         "refused-stream",
         "reset",
-        "retriable-status-codes",
+        "gateway-error",
     }
-    assert retry["retriable_status_codes"] == [503]
     assert retry["num_retries"] == GatewayConfig().max_attempts - 1
     assert retry["retry_host_predicate"][0]["name"] == "envoy.retry_host_predicates.previous_hosts"
 
@@ -187,3 +187,109 @@ def test_a_stateful_model_has_no_fast_route_so_the_python_gateway_reads_its_sequ
     assert {r["route"]["cluster"] for r in http["routes"]} == {"model.simple", resources.PYTHON_HTTP}
     grpc = resources.grpc_routes(names, GatewayConfig(), True, stateful)["resources"][0]["virtual_hosts"][0]
     assert [r["route"]["cluster"] for r in grpc["routes"]] == ["grpc.simple", *[resources.PYTHON_GRPC] * 2]
+
+
+def test_each_attempt_has_its_models_timeout_and_is_hedged_on_it_streams_of_events_are_not() -> None:
+    table = resources.routes(
+        ["model.simple", "model.latency"], GatewayConfig(), None, attempts_s={"simple": 0.3}
+    )
+    by_path = {
+        r["match"].get("path"): r["route"] for r in table["resources"][0]["virtual_hosts"][0]["routes"]
+    }
+    infer = by_path["/v2/models/simple/infer"]
+    assert infer["retry_policy"]["per_try_timeout"] == "0.300s"
+    assert infer["hedge_policy"] == {"hedge_on_per_try_timeout": True}, "the first attempt goes on"
+    assert by_path["/v2/models/simple/generate"]["retry_policy"]["per_try_timeout"] == "0.300s"
+    assert by_path["/v2/models/latency/infer"]["retry_policy"]["per_try_timeout"] == "10.000s", "no history"
+    stream = by_path["/v2/models/simple/generate_stream"]
+    assert "per_try_timeout" not in stream["retry_policy"] and "hedge_policy" not in stream
+
+
+def test_without_hedging_a_late_attempt_is_cut_and_retried_elsewhere() -> None:
+    (infer, *_) = resources.routes(["model.simple"], GatewayConfig(hedge=False), None)["resources"][0][
+        "virtual_hosts"
+    ][0]["routes"]
+    assert infer["route"]["retry_policy"]["per_try_timeout"] == "10.000s"
+    assert "hedge_policy" not in infer["route"]
+
+
+def test_grpc_model_infer_has_the_same_attempt_timeout_and_hedging() -> None:
+    table = resources.grpc_routes(["grpc.simple"], GatewayConfig(), True, attempts_s={"simple": 0.5})
+    route = table["resources"][0]["virtual_hosts"][0]["routes"][0]["route"]
+    assert route["retry_policy"]["per_try_timeout"] == "0.500s"
+    assert route["hedge_policy"] == {"hedge_on_per_try_timeout": True}
+    assert {"gateway-error", "unavailable"} <= set(route["retry_policy"]["retry_on"].split(","))
+
+
+def test_timeouts_and_gateway_errors_eject_a_node_a_models_500_does_not() -> None:
+    (cluster,) = resources.clusters(["model.simple"], FILES, GatewayConfig(), Policy.P2C)["resources"]
+    outlier = cluster["outlier_detection"]
+    # Local origin: refused, reset, and an attempt past its timeout, hedged or not.
+    assert outlier["split_external_local_origin_errors"] is True
+    assert outlier["enforcing_consecutive_local_origin_failure"] == 100
+    assert outlier["enforcing_consecutive_gateway_failure"] == 100, "502-504 from the node"
+    assert outlier["enforcing_consecutive_5xx"] == 0
+
+
+def test_an_http_cluster_bounds_each_node_and_queues_a_bounded_number_of_requests() -> None:
+    gw = GatewayConfig(max_in_flight=100, max_in_flight_per_node=7, max_queued=3)
+    (cluster,) = resources.clusters(["model.simple"], FILES, gw, Policy.P2C)["resources"]
+    breakers = cluster["circuit_breakers"]
+    assert breakers["per_host_thresholds"] == [{"max_connections": 7}], "one request per connection"
+    (bounds,) = breakers["thresholds"]
+    assert (bounds["max_pending_requests"], bounds["max_requests"], bounds["max_connections"]) == (
+        3,
+        100,
+        100,
+    )
+    assert bounds["max_retries"] == 100, "failovers and hedges are never what refuses a request"
+
+
+def test_a_grpc_cluster_bounds_its_requests_by_its_nodes_up_to_the_gateways_limit() -> None:
+    gw = GatewayConfig(max_in_flight=100, max_in_flight_per_node=7, max_queued=3)
+    three, many = (
+        resources.clusters(["grpc.simple"], FILES, gw, Policy.P2C, {"grpc.simple": hosts})["resources"][0]
+        for hosts in (3, 50)
+    )
+    assert three["circuit_breakers"]["thresholds"][0]["max_requests"] == 21
+    assert many["circuit_breakers"]["thresholds"][0]["max_requests"] == 100
+
+
+def local_reply(mappers: list[dict[str, Any]], flag: str) -> dict[str, Any]:
+    return next(m for m in mappers if m["filter"].get("response_flag_filter", {}).get("flags") == [flag])
+
+
+def test_an_overflow_answers_503_with_retry_after_in_tritons_words_http_and_grpc() -> None:
+    gw = GatewayConfig(retry_after_s=2)
+    (http, grpc) = (
+        listener["filter_chains"][0]["filters"][0]["typed_config"]["local_reply_config"]["mappers"]
+        for listener in resources.bootstrap(
+            resources.Ports("0.0.0.0", 1, 2, 4, 5), "/run/a.sock", FILES, gw, None
+        )["static_resources"]["listeners"]
+    )
+    overloaded = local_reply(http, "UO")
+    assert overloaded["headers_to_add"][0]["header"] == {"key": "Retry-After", "value": "2"}
+    assert "at its limit" in overloaded["body_format_override"]["json_format"]["error"]
+    assert http.index(overloaded) < next(i for i, m in enumerate(http) if "status_code_filter" in m["filter"])
+    grpc_overloaded = local_reply(grpc, "UO")
+    assert "at its limit" in grpc_overloaded["body_format_override"]["text_format_source"]["inline_string"]
+    assert grpc_overloaded["headers_to_add"][0]["header"] == {"key": "retry-after", "value": "2"}
+
+
+def test_the_gateway_holds_ten_thousand_client_connections() -> None:
+    bootstrap = resources.bootstrap(
+        resources.Ports("0.0.0.0", 1, 2, 4, 5), "/run/a.sock", FILES, GatewayConfig(), None
+    )
+    (monitor,) = bootstrap["overload_manager"]["resource_monitors"]
+    assert monitor["typed_config"]["max_active_downstream_connections"] >= 10_000
+    assert bootstrap["stats_flush_interval"] == "1s", "the p99 the attempt timeouts follow is recent"
+
+
+def test_a_slow_host_is_written_unhealthy_the_others_as_they_are() -> None:
+    a = node("a", "simple").model_copy(update={"triton_http_url": "http://10.0.0.1:8000"})
+    b = node("b", "simple").model_copy(update={"triton_http_url": "http://10.0.0.2:8000"})
+    (assignment,) = resources.endpoints(
+        "model.simple", [a, b], NodeRoute.TRITON, frozenset({"10.0.0.2:8000"})
+    )["resources"]
+    fast, slow = assignment["endpoints"][0]["lb_endpoints"]
+    assert "health_status" not in fast and slow["health_status"] == "UNHEALTHY"

@@ -4,6 +4,8 @@ EnvoyControl writes the bootstrap, starts Envoy and restarts it with back-off sh
 and on every change of the node view rewrites the dynamic resources (resources.py), each file
 renamed into Envoy's watched directory whole. A model's cluster appears before any route to it
 and goes after its routes, so that no request is routed to a cluster Envoy does not know.
+What Envoy's statistics say about grey failures (outliers.py: each model's attempt timeout, the
+slow hosts of each cluster) changes the routes and endpoints the same way.
 On close, Envoy's listeners drain gracefully for the gateway's shutdown grace, then it stops.
 """
 
@@ -21,16 +23,17 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tritonfleet.config import FleetConfig
+from tritonfleet.config import FleetConfig, GatewayConfig
 from tritonfleet.gateway import access_log
 from tritonfleet.gateway.envoy import resources
 from tritonfleet.gateway.envoy.binary import locate
+from tritonfleet.gateway.envoy.outliers import HostCounts, PerTryTimeouts, SlowHosts
 from tritonfleet.gateway.envoy.resources import Authorizing, Files, Ports
 from tritonfleet.gateway.envoy.stats import EnvoyStats
 from tritonfleet.gateway.errors import EnvoyStartError
@@ -78,10 +81,14 @@ class EnvoyControl:
         # The stateful models the routes were written for: no fast route for those.
         self._stateful: frozenset[str] = frozenset()
         self._endpoints: dict[str, Any] = {}
+        # Each cluster's node count (a gRPC cluster's bound), and the attempt timeouts, as written.
+        self._sizes: dict[str, int] = {}
+        self._attempts_s: dict[str, float] = {}
         # host:port of each node as Envoy's endpoints name it, for its statistics.
         self._node_at: dict[str, str] = {}
-        self.stats = EnvoyStats(self.admin, metrics, self._node_at.get)
         self._changed = asyncio.Event()
+        self.judges = _Judges(self.gw, self._changed.set, metrics, self._node_at.get)
+        self.stats = EnvoyStats(self.admin, metrics, self._node_at.get, self.judges)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -217,31 +224,46 @@ class EnvoyControl:
         names = set(members)
         stateful = StatefulModels(nodes).names
         for name, cluster_nodes in members.items():
-            assignment = resources.endpoints(name, cluster_nodes, self.gw.node_route)
+            slow = self.judges.slow.ejected(name)
+            assignment = resources.endpoints(name, cluster_nodes, self.gw.node_route, slow)
             if self._endpoints.get(name) != assignment:
                 _write(self.files.endpoints(name), assignment)
                 self._endpoints[name] = assignment
-        if names == self._clusters and stateful == self._stateful:
-            return
         known = self._clusters or set()
         added, removed = names - known, known - names
+        # Only a gRPC cluster's resource depends on its size.
+        resized = {
+            name
+            for name in names & known
+            if resources.is_grpc(name) and len(members[name]) != self._sizes[name]
+        }
+        self._sizes.update((name, len(cluster_nodes)) for name, cluster_nodes in members.items())
         policy = self.config.scheduler.policy
-        if added or self._clusters is None:
-            _write(self.files.clusters, resources.clusters(known | names, self.files, self.gw, policy))
-            if self.proc is not None:
+        if added or resized or self._clusters is None:
+            every = resources.clusters(known | names, self.files, self.gw, policy, self._sizes)
+            _write(self.files.clusters, every)
+            if self.proc is not None and added:
                 await self._wait_clusters(added)
-        _write(self.files.routes, resources.routes(names, self.gw, self.paid, stateful))
+        attempts_s = dict(self.judges.timeouts.timeouts_s)
+        if names == self._clusters and stateful == self._stateful and attempts_s == self._attempts_s:
+            return
+        _write(self.files.routes, resources.routes(names, self.gw, self.paid, stateful, attempts_s))
         # Paid gRPC calls go through the Python gateway, which charges them.
-        grpc_routes = resources.grpc_routes(names, self.gw, fast=self.paid is None, stateful=stateful)
+        grpc_routes = resources.grpc_routes(
+            names, self.gw, fast=self.paid is None, stateful=stateful, attempts_s=attempts_s
+        )
         _write(self.files.grpc_routes, grpc_routes)
         if removed:
-            _write(self.files.clusters, resources.clusters(names, self.files, self.gw, policy))
+            for name in removed:
+                self._sizes.pop(name, None)
+            _write(self.files.clusters, resources.clusters(names, self.files, self.gw, policy, self._sizes))
             for name in removed:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.files.endpoints(name))
                 self._endpoints.pop(name, None)
         self._clusters = names
         self._stateful = stateful
+        self._attempts_s = attempts_s
 
     async def _rotate_access_log(self) -> None:
         """The gateway rolls the shared access log over (access_log.py); Envoy then reopens it."""
@@ -274,6 +296,49 @@ class EnvoyControl:
             if all(line.rsplit(":", 1)[-1].strip() == "0" for line in stats.splitlines() if line):
                 return
             await asyncio.sleep(0.05)
+
+
+class _Judges:
+    """outliers.py's judges, fed by EnvoyStats; `changed()` when what they decide changes
+    Envoy's resources (control's next _apply renders it)."""
+
+    def __init__(
+        self,
+        gw: GatewayConfig,
+        changed: Callable[[], None],
+        metrics: GatewayMetrics,
+        node_of: Callable[[str], str | None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.timeouts = PerTryTimeouts.of(gw)
+        self.slow = SlowHosts.of(gw)
+        self.changed = changed
+        self.metrics = metrics
+        self.node_of = node_of
+        self.clock = clock
+
+    def hosts(self, clusters: Mapping[str, Mapping[str, HostCounts]]) -> None:
+        for change in self.slow.observe(self.clock(), clusters):
+            node = self.node_of(change.address) or change.address
+            if change.ejected:
+                self.metrics.ejections.labels(node).inc()
+                log.warning(
+                    "slow node ejected",
+                    extra={
+                        "node": node,
+                        "cluster": change.cluster,
+                        "latency_s": round(change.latency_s, 3),
+                        "peers_s": round(change.peers_s, 3),
+                    },
+                )
+            else:
+                log.info("slow node back in rotation", extra={"node": node, "cluster": change.cluster})
+            self.changed()
+
+    def p99s(self, p99s_ms: Mapping[str, float | None]) -> None:
+        if self.timeouts.observe(p99s_ms):
+            log.info("attempt timeouts moved", extra={"attempt_timeouts_s": self.timeouts.timeouts_s})
+            self.changed()
 
 
 def _resolved(nodes: Sequence[NodeView]) -> list[NodeView]:

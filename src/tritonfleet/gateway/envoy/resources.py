@@ -3,11 +3,13 @@
     bootstrap()   the fixed part: the front listeners (HTTP, gRPC), the Python gateway's two
                   clusters, the admin socket, and where the dynamic parts are read from
     clusters()    CDS: one cluster per model and one per model version, over the nodes that
-                  have it READY, with the policy's balancer, ejection of failing hosts; for
-                  HTTP (`model.*`, to Triton's HTTP port) and for gRPC (`grpc.*`, its gRPC port)
+                  have it READY, with the policy's balancer, ejection of failing hosts, the
+                  gateway's bounds on requests in flight; for HTTP (`model.*`, to Triton's
+                  HTTP port) and for gRPC (`grpc.*`, its gRPC port)
     endpoints()   EDS: each of those clusters' nodes, so that a node coming or going changes
-                  no cluster and drops no connection
-    routes()      RDS: the fast path (a model's `infer` straight to its cluster), then
+                  no cluster and drops no connection; a slow one (outliers.py) UNHEALTHY
+    routes()      RDS: the fast path (a model's `infer` straight to its cluster, each attempt
+                  within the model's attempt timeout, hedged past it), then
     grpc_routes()      everything else to the Python gateway; gRPC's `ModelInfer` is routed on
                   the model name a Lua filter reads from the message (_GRPC_MODEL)
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,7 +45,9 @@ GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
 # the gRPC routes, removed before the node.
 MODEL_HEADER = "x-tritonfleet-model"
 VERSION_HEADER = "x-tritonfleet-model-version"
-# Client connections Envoy holds at once; beyond it new ones are refused.
+# Client connections Envoy holds at once (issue 16 asks for 10,000 held without errors; each
+# costs a file descriptor, so Envoy's RLIMIT_NOFILE must allow them too); beyond it new ones
+# are refused.
 MAX_CONNECTIONS = 50_000
 # Model names that can stand in a route's exact path and a cluster's name as they are; a model
 # named otherwise is served by the Python gateway, which parses its URL.
@@ -62,8 +66,8 @@ _DOWNSTREAM_CONNECTIONS = (
     f"{_TYPES}.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
 )
 # Envoy's defaults (1024 requests, 3 retries in flight per cluster) would refuse load that the
-# nodes can take and the retries of a failover; the nodes' own limits apply (issue 16 adds
-# the gateway's).
+# Python gateway can take; it bounds its own work (gateway/admission.py). The model clusters
+# have the gateway's bounds instead (_circuit_breakers).
 _UNBOUNDED = 1_000_000
 _NO_CIRCUIT_BREAKER = {
     "thresholds": [
@@ -220,6 +224,9 @@ def bootstrap(
             "clusters": python_clusters,
         },
         "layered_runtime": {"layers": [{"name": "static", "static_layer": {}}]},
+        # Histograms' `interval` quantiles cover the last second: the recent p99 the attempt
+        # timeouts follow (outliers.py).
+        "stats_flush_interval": "1s",
         "overload_manager": {
             "resource_monitors": [
                 {
@@ -234,24 +241,43 @@ def bootstrap(
     }
 
 
-def clusters(names: Iterable[str], files: Files, gw: GatewayConfig, policy: Policy) -> dict[str, Any]:
-    return {"resources": [_model_cluster(name, files, gw, policy) for name in sorted(names)]}
+def clusters(
+    names: Iterable[str],
+    files: Files,
+    gw: GatewayConfig,
+    policy: Policy,
+    hosts: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
+    """`hosts`: each cluster's number of nodes, which bounds a gRPC cluster's requests
+    (_circuit_breakers; one when not named)."""
+    sizes = hosts or {}
+    return {
+        "resources": [_model_cluster(name, files, gw, policy, sizes.get(name, 1)) for name in sorted(names)]
+    }
 
 
-def endpoints(cluster: str, nodes: Iterable[NodeView], route: NodeRoute) -> dict[str, Any]:
+def endpoints(
+    cluster: str, nodes: Iterable[NodeView], route: NodeRoute, slow: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """All of equal weight. Weights falling with the queue depth each node reports were tried
     and measured worse: in the skew scenario (docs/benchmarks.md, 3 rounds of 4 s, 2026-12-01)
     least request over all hosts had a p99 of 281 ms with them and 123 ms without, nginx's
     least_conn 122 ms. Envoy counts its own requests in flight exactly; a reported depth lags a
     heartbeat, counts those same requests again, and unequal weights turn Envoy's least-request
-    balancer into a weighted schedule that keeps sending to a host that just became slow."""
-    lb_endpoints = [
-        {
-            "endpoint": {"address": _host_port_address(node_address(cluster, node, route))},
+    balancer into a weighted schedule that keeps sending to a host that just became slow.
+
+    The `slow` hosts (host:port, outliers.py) are UNHEALTHY: out of the balancer's rotation
+    (unless most of the cluster is, Envoy's panic threshold), their requests in flight kept."""
+    lb_endpoints = []
+    for node in nodes:
+        address = node_address(cluster, node, route)
+        endpoint: dict[str, Any] = {
+            "endpoint": {"address": _host_port_address(address)},
             "metadata": {"filter_metadata": {"tritonfleet": {"node_id": node.node_id}}},
         }
-        for node in nodes
-    ]
+        if address in slow:
+            endpoint["health_status"] = "UNHEALTHY"
+        lb_endpoints.append(endpoint)
     assignment = {
         "@type": _ASSIGNMENT,
         "cluster_name": cluster,
@@ -261,16 +287,21 @@ def endpoints(cluster: str, nodes: Iterable[NodeView], route: NodeRoute) -> dict
 
 
 def routes(
-    names: Iterable[str], gw: GatewayConfig, paid: Authorizing | None, stateful: frozenset[str] = frozenset()
+    names: Iterable[str],
+    gw: GatewayConfig,
+    paid: Authorizing | None,
+    stateful: frozenset[str] = frozenset(),
+    attempts_s: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The HTTP route table: a model's `infer` straight to its cluster (with `paid`, held and
     charged by the authorizer); anything else to the Python gateway. A `stateful` model (one
     with a sequence batcher) has no fast route: only the Python gateway reads a body's sequence
-    id, to keep each sequence on one node (gateway/sequences.py)."""
-    http = sorted(name for name in names if not is_grpc(name) and _model_of(name)[0] not in stateful)
+    id, to keep each sequence on one node (gateway/sequences.py). `attempts_s`: how long one
+    attempt of each model may take (outliers.py; the ceiling for a model it does not name)."""
+    http = sorted(name for name in names if not is_grpc(name) and model_of(name)[0] not in stateful)
     # A paid stream of events is charged on its first event, which the Python gateway does.
     kinds = FAST_ROUTES if paid is None else tuple(kind for kind in FAST_ROUTES if kind != "generate_stream")
-    fast_routes = [_fast_route(name, kind, gw, paid) for kind in kinds for name in http]
+    fast_routes = [_fast_route(name, kind, gw, paid, attempts_s or {}) for kind in kinds for name in http]
     # The Python gateway parses and bounds bodies itself, and charges what it serves.
     unfiltered: dict[str, Any] = {
         "envoy.filters.http.buffer": {"@type": _BUFFER_PER_ROUTE, "disabled": True},
@@ -306,14 +337,18 @@ FAST_ROUTES = ("infer", "generate", "generate_stream")
 
 
 def grpc_routes(
-    names: Iterable[str], gw: GatewayConfig, fast: bool, stateful: frozenset[str] = frozenset()
+    names: Iterable[str],
+    gw: GatewayConfig,
+    fast: bool,
+    stateful: frozenset[str] = frozenset(),
+    attempts_s: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The gRPC route table: with `fast`, a `ModelInfer` whose model (and version) the Lua
     filter read goes straight to its gRPC cluster, unless the model is `stateful` (as routes());
     any other `ModelInfer` (buffered for the filter) and everything else (streams included,
-    unbuffered) to the Python gateway."""
-    grpc = sorted(name for name in names if is_grpc(name) and _model_of(name)[0] not in stateful)
-    fast_routes = [_grpc_infer_route(name, gw) for name in grpc] if fast else []
+    unbuffered) to the Python gateway. `attempts_s` as routes()."""
+    grpc = sorted(name for name in names if is_grpc(name) and model_of(name)[0] not in stateful)
+    fast_routes = [_grpc_infer_route(name, gw, attempts_s or {}) for name in grpc] if fast else []
     unbuffered = {
         "envoy.filters.http.buffer": {"@type": _BUFFER_PER_ROUTE, "disabled": True},
         "envoy.filters.http.lua": {"@type": _LUA_PER_ROUTE, "disabled": True},
@@ -343,16 +378,21 @@ def grpc_routes(
     }
 
 
-def _model_of(cluster: str) -> tuple[str, str]:
+def model_of(cluster: str) -> tuple[str, str]:
+    """A model cluster's model and version ("" for the cluster of every version)."""
     model, _, version = cluster.split(".", 1)[1].partition(".v")
     return model, version
 
 
-def _fast_route(cluster: str, kind: str, gw: GatewayConfig, paid: Authorizing | None) -> dict[str, Any]:
+def _fast_route(
+    cluster: str, kind: str, gw: GatewayConfig, paid: Authorizing | None, attempts_s: Mapping[str, float]
+) -> dict[str, Any]:
     """`kind` (FAST_ROUTES) of the model version of `cluster`, straight to its nodes."""
-    model, version = _model_of(cluster)
+    model, version = model_of(cluster)
     path = f"/v2/models/{model}/versions/{version}/{kind}" if version else f"/v2/models/{model}/{kind}"
-    route = _fast_infer_route(cluster, model, version, path, gw)
+    # A stream of events has no attempt timeout: it would cut a stream that takes its time.
+    attempt_s = None if kind == "generate_stream" else attempts_s.get(model, gw.attempt_timeout_ceiling_s)
+    route = _fast_infer_route(cluster, model, version, path, gw, attempt_s)
     # Every fast route of a kind counts into `vhost.gateway.route.<kind>.upstream_rq_<status>`,
     # each request by the status its client got, for the gateway's metrics (stats.py). (Not a
     # virtual cluster matching every fast path: its regex outgrows RE2's limit at a few models.)
@@ -371,7 +411,9 @@ def _fast_route(cluster: str, kind: str, gw: GatewayConfig, paid: Authorizing | 
     return route
 
 
-def _fast_infer_route(cluster: str, model: str, version: str, path: str, gw: GatewayConfig) -> dict[str, Any]:
+def _fast_infer_route(
+    cluster: str, model: str, version: str, path: str, gw: GatewayConfig, attempt_s: float | None
+) -> dict[str, Any]:
     return {
         # What Envoy's own 503 names (_triton_errors), in the Python gateway's words.
         "name": f"model '{model}' version {version}" if version else f"model '{model}'",
@@ -380,14 +422,14 @@ def _fast_infer_route(cluster: str, model: str, version: str, path: str, gw: Gat
             "cluster": cluster,
             "timeout": _duration(gw.request_timeout_s),
             # Before any answer, on another node: what the Python gateway retries too.
-            "retry_policy": _retry_policy(gw, "retriable-status-codes", retriable_status_codes=[503]),
+            **_retries(gw, "", attempt_s),
         },
         "response_headers_to_add": [_header(NODE_HEADER, "%UPSTREAM_METADATA(tritonfleet:node_id)%")],
     }
 
 
-def _grpc_infer_route(cluster: str, gw: GatewayConfig) -> dict[str, Any]:
-    model, version = _model_of(cluster)
+def _grpc_infer_route(cluster: str, gw: GatewayConfig, attempts_s: Mapping[str, float]) -> dict[str, Any]:
+    model, version = model_of(cluster)
     version_match: dict[str, Any] = (
         {"name": VERSION_HEADER, "string_match": {"exact": version}}
         if version
@@ -405,7 +447,7 @@ def _grpc_infer_route(cluster: str, gw: GatewayConfig) -> dict[str, Any]:
             # A client's deadline (grpc-timeout) bounds the call, as it bounds it at a Triton.
             "max_stream_duration": {"grpc_timeout_header_max": _duration(gw.request_timeout_s)},
             # UNAVAILABLE: a Triton not (or no longer) ready, which another node may serve.
-            "retry_policy": _retry_policy(gw, "unavailable"),
+            **_retries(gw, ",unavailable", attempts_s.get(model, gw.attempt_timeout_ceiling_s)),
         },
         "request_headers_to_remove": [MODEL_HEADER, VERSION_HEADER],
         # Moved to the trailers by the Lua filter, beside the request id.
@@ -413,12 +455,22 @@ def _grpc_infer_route(cluster: str, gw: GatewayConfig) -> dict[str, Any]:
     }
 
 
-def _retry_policy(gw: GatewayConfig, also_on: str, **more: Any) -> dict[str, Any]:
-    return {
+def _retries(gw: GatewayConfig, also_on: str, attempt_s: float | None) -> dict[str, Any]:
+    """The route action's retry policy and, with an attempt timeout, its hedging.
+
+    Past `attempt_s` an attempt counts as a local-origin failure of its node in Envoy's outlier
+    detection (even when hedged and answered later), so a hung node is ejected at its first
+    late attempt (_outlier_detection); and another node is asked: with `hedge`, while the late
+    attempt goes on (the first answer wins, the other is reset), else instead of it. Only
+    stateless inference has fast routes: a sequence's requests and paid gRPC calls go to the
+    Python gateway; a paid HTTP request is held before its attempts and charged once, on the
+    answer that wins (_paid), however many nodes were asked."""
+    policy: dict[str, Any] = {
         # A reset after the request was sent may run an inference twice, on two nodes; as in
-        # the Python gateway, stateless inference may take that (routing.py).
-        "retry_on": f"connect-failure,refused-stream,reset,{also_on}",
-        **more,
+        # the Python gateway, stateless inference may take that (routing.py). `gateway-error`:
+        # a node's 502-504 (its manager's, or a Triton not ready) and an attempt past its
+        # timeout, which Envoy retries (and hedges) under that condition only.
+        "retry_on": f"connect-failure,refused-stream,reset,gateway-error{also_on}",
         "num_retries": max(0, gw.max_attempts - 1),
         "retry_host_predicate": [
             {"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {"@type": _PREVIOUS_HOSTS}}
@@ -427,6 +479,12 @@ def _retry_policy(gw: GatewayConfig, also_on: str, **more: Any) -> dict[str, Any
         # At once, as the Python gateway retries: the next node is another one.
         "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.010s"},
     }
+    if attempt_s is None:
+        return {"retry_policy": policy}
+    policy["per_try_timeout"] = _duration(attempt_s)
+    if not gw.hedge:
+        return {"retry_policy": policy}
+    return {"retry_policy": policy, "hedge_policy": {"hedge_on_per_try_timeout": True}}
 
 
 def _header(key: str, value: str) -> dict[str, Any]:
@@ -691,8 +749,8 @@ end
 )
 
 
-def _model_cluster(name: str, files: Files, gw: GatewayConfig, policy: Policy) -> dict[str, Any]:
-    model, version = _model_of(name)
+def _model_cluster(name: str, files: Files, gw: GatewayConfig, policy: Policy, hosts: int) -> dict[str, Any]:
+    model, version = model_of(name)
     return {
         "@type": _CLUSTER,
         "name": name,
@@ -704,22 +762,8 @@ def _model_cluster(name: str, files: Files, gw: GatewayConfig, policy: Policy) -
         "eds_cluster_config": {"eds_config": _file_source(files.endpoints(name), files.directory)},
         "connect_timeout": _duration(gw.connect_timeout_s),
         "load_balancing_policy": {"policies": [_balancer(policy)]},
-        "outlier_detection": {
-            # A node that fails before answering (refused, reset, timed out) or answers 502-504 is
-            # ejected at once, for a back-off that doubles, as the Python gateway's Ejector does.
-            "split_external_local_origin_errors": True,
-            "consecutive_local_origin_failure": gw.eject_after_failures,
-            "enforcing_consecutive_local_origin_failure": 100,
-            "consecutive_gateway_failure": gw.eject_after_failures,
-            "enforcing_consecutive_gateway_failure": 100,
-            "enforcing_consecutive_5xx": 0,
-            "enforcing_success_rate": 0,
-            "base_ejection_time": _duration(gw.eject_base_s),
-            "max_ejection_time": _duration(gw.eject_max_s),
-            "max_ejection_percent": 100,
-            "interval": "1s",
-        },
-        "circuit_breakers": _NO_CIRCUIT_BREAKER,
+        "outlier_detection": _outlier_detection(gw),
+        "circuit_breakers": _circuit_breakers(name, gw, hosts),
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": _HTTP_OPTIONS,
@@ -728,6 +772,59 @@ def _model_cluster(name: str, files: Files, gw: GatewayConfig, policy: Policy) -
                 ),
             }
         },
+    }
+
+
+def _outlier_detection(gw: GatewayConfig) -> dict[str, Any]:
+    """Ejection on what the Python gateway's Ejector counts as a node's failure: refused, reset,
+    no answer within the attempt timeout (local origin: Envoy records a per-try timeout as one,
+    hedged or not), or a 502-504 from the node (its manager's, a Triton not ready); ejected at
+    once, for eject_base_s times the ejections in a row, up to eject_max_s. Not a 500: Triton
+    answers it for the model's own error (a bad input the model rejects, a bug), which every
+    node would answer alike; ejecting on it would empty the cluster for one client's input.
+    Slow nodes, which fail nothing, are ejected by the control plane (outliers.py)."""
+    return {
+        "split_external_local_origin_errors": True,
+        "consecutive_local_origin_failure": gw.eject_after_failures,
+        "enforcing_consecutive_local_origin_failure": 100,
+        "consecutive_gateway_failure": gw.eject_after_failures,
+        "enforcing_consecutive_gateway_failure": 100,
+        "enforcing_consecutive_5xx": 0,
+        "enforcing_success_rate": 0,
+        "enforcing_local_origin_success_rate": 0,
+        "base_ejection_time": _duration(gw.eject_base_s),
+        "max_ejection_time": _duration(gw.eject_max_s),
+        "max_ejection_percent": 100,
+        "interval": "1s",
+    }
+
+
+def _circuit_breakers(name: str, gw: GatewayConfig, hosts: int) -> dict[str, Any]:
+    """The gateway's overload bounds on a model cluster; beyond them Envoy answers 503 at once
+    (response flag UO; Triton's words and Retry-After from _triton_errors, UNAVAILABLE for gRPC).
+
+    HTTP/1.1 carries one request per connection: max_in_flight_per_node connections per node
+    bound its requests, and up to max_queued more wait for one (Envoy's pending requests). Over
+    HTTP/2 (gRPC) Envoy multiplexes streams on its connections and bounds only the cluster's
+    requests, at once, without a queue: max_in_flight_per_node per node of the cluster (the
+    least-request balancers spread them; the cluster is rewritten when its node count changes).
+
+    Each cluster holds at most max_in_flight requests. Envoy has no bound on requests across
+    clusters (its overload manager bounds connections and memory, not requests in flight):
+    with several models the fast path may hold max_in_flight for each."""
+    thresholds: dict[str, Any] = {
+        "max_pending_requests": gw.max_queued,
+        # Failovers and hedges are retries in flight: never what refuses a request.
+        "max_retries": gw.max_in_flight,
+    }
+    if is_grpc(name):
+        thresholds["max_requests"] = max(1, min(gw.max_in_flight, gw.max_in_flight_per_node * hosts))
+        thresholds["max_connections"] = _UNBOUNDED
+        return {"thresholds": [thresholds]}
+    thresholds["max_requests"] = thresholds["max_connections"] = gw.max_in_flight
+    return {
+        "thresholds": [thresholds],
+        "per_host_thresholds": [{"max_connections": gw.max_in_flight_per_node}],
     }
 
 
@@ -826,6 +923,11 @@ def _grpc_errors(gw: GatewayConfig) -> dict[str, Any]:
     Python gateway's words and status codes."""
     return {
         "mappers": [
+            {
+                "filter": {"response_flag_filter": {"flags": ["UO"]}},
+                "body_format_override": {"text_format_source": {"inline_string": _OVERLOADED}},
+                "headers_to_add": [_header("retry-after", str(gw.retry_after_s))],
+            },
             _status_mapper(503, "no node could serve %ROUTE_NAME% now"),
             # RESOURCE_EXHAUSTED, as gRPC itself refuses a message over the limit (its own words
             # name the message's size, which Envoy stopped reading at the limit).
@@ -857,8 +959,23 @@ def _status_mapper(status: int, text: str, headers: list[dict[str, Any]] | None 
     return mapper
 
 
+# The Python gateway's words (gateway/admission.py) for a request refused at the bounds.
+_OVERLOADED = (
+    "every node serving %ROUTE_NAME% is at its limit of requests in flight and the queue is full; retry later"
+)
+
+
 def _triton_errors(gw: GatewayConfig) -> dict[str, Any]:
     """Envoy's own answers in Triton's shape: `{"error": ...}`, 503 with Retry-After."""
+    retry_after = _header("Retry-After", str(gw.retry_after_s))
+    overloaded = {
+        "filter": {"response_flag_filter": {"flags": ["UO"]}},
+        "body_format_override": {
+            "json_format": {"error": _OVERLOADED},
+            "content_type": "application/json",
+        },
+        "headers_to_add": [retry_after],
+    }
     unavailable = {
         "filter": {
             "status_code_filter": {
@@ -872,12 +989,7 @@ def _triton_errors(gw: GatewayConfig) -> dict[str, Any]:
             "json_format": {"error": "no node could serve %ROUTE_NAME% now"},
             "content_type": "application/json",
         },
-        "headers_to_add": [
-            {
-                "header": {"key": "Retry-After", "value": str(gw.retry_after_s)},
-                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-            }
-        ],
+        "headers_to_add": [retry_after],
     }
     too_large = {
         "filter": {
@@ -910,7 +1022,7 @@ def _triton_errors(gw: GatewayConfig) -> dict[str, Any]:
         },
     }
     return {
-        "mappers": [refused, unavailable, too_large, timeout],
+        "mappers": [refused, overloaded, unavailable, too_large, timeout],
         "body_format": {"json_format": {"error": "%LOCAL_REPLY_BODY%"}, "content_type": "application/json"},
     }
 
