@@ -6,6 +6,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 
+import pytest
 from aiohttp import web
 
 from tests.gateway.fakes import CLUSTER_TOKEN, FakeScheduler, echo, invalid, refusing_node, slow, unavailable
@@ -67,12 +68,21 @@ async def test_a_refused_node_is_ejected_so_the_next_request_goes_straight_to_th
     assert len(live.received) == 2
 
 
-async def test_a_503_from_a_node_is_retried_on_another(tritons: StartTriton, gateway: StartGateway) -> None:
-    starting, live = await tritons(unavailable), await tritons(echo)
-    client, _ = await gateway([starting.node("a"), live.node("b")])
+@pytest.mark.parametrize("status", [502, 503, 504])
+async def test_a_node_that_cannot_answer_for_its_triton_is_retried_on_another(
+    tritons: StartTriton, gateway: StartGateway, status: int
+) -> None:
+    """503 from a starting Triton; 502 and 504 from a node's manager whose Triton failed."""
+
+    async def failing(request: web.Request, body: bytes) -> web.Response:
+        return web.Response(status=status, text='{"error":"no"}', content_type="application/json")
+
+    starting, live = await tritons(failing), await tritons(echo)
+    client, core = await gateway([starting.node("a"), live.node("b")])
     response = await client.post(INFER, data=b"{}")
     assert (response.status, response.headers[NODE_HEADER]) == (200, "b")
     assert len(starting.received) == 1
+    assert core.routing.ejector.ejected() == {"a"}
 
 
 async def test_a_node_error_like_400_is_relayed_with_the_node_and_not_retried(

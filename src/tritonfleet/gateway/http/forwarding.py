@@ -18,6 +18,8 @@ from tritonfleet.scheduler.client import Pick
 
 log = logging.getLogger(__name__)
 
+NODE_FAILURES = frozenset({502, 503, 504})
+
 
 @dataclass(frozen=True, slots=True)
 class HttpServed:
@@ -28,7 +30,7 @@ class HttpServed:
 
 class HttpForwarder:
     """Sends a request to the node `routing` picks for its model and version; a node that
-    refuses, resets or answers 503 is a failure, and the request goes to another one."""
+    refuses, resets or answers 502 to 504 is a failure, and the request goes to another one."""
 
     def __init__(self, routing: NodeRouting, session: aiohttp.ClientSession) -> None:
         self.routing = routing
@@ -82,8 +84,10 @@ class HttpForwarder:
             raise DeadlineExceeded(f"node {pick.node_id} did not answer within the deadline") from exc
         metrics.upstream.labels(pick.node_id, str(reply.status)).inc()
         metrics.upstream_latency.labels(pick.node_id).observe(time.monotonic() - started)
-        if reply.status == 503:
-            raise NodeFailed("answered 503")
+        # 502 to 504: the node (or its manager, in forwarding mode) could not answer for its
+        # Triton; another node may. Envoy's fast path retries and ejects on the same.
+        if reply.status in NODE_FAILURES:
+            raise NodeFailed(f"answered {reply.status}")
         return reply
 
 
