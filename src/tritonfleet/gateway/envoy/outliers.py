@@ -196,11 +196,12 @@ class SlowHosts:
         held = sum(
             (at - before_at) * (now.active + before.active) / 2 for (before_at, before), (at, now) in pairs
         )
-        # ...give or take two standard deviations of sampling a count that moves between samples
+        # ...give or take a standard deviation of sampling a count that moves between samples
         # (roughly Poisson in the requests sampled): a fast host seen idle at every sample is
-        # not infinitely fast, nor one caught busy by chance slow.
+        # not infinitely fast, nor one caught busy by chance slow. (Two made a node five times
+        # slower than its peers wait four seconds to be judged at 30 requests/s.)
         sampled = sum(counts.active for _, counts in host.readings)
-        spread = 2 * (last_at - first_at) / len(pairs) * math.sqrt(max(sampled, 1))
+        spread = (last_at - first_at) / len(pairs) * math.sqrt(max(sampled, 1))
         return max(0.0, held - spread) / max(answers, 1), (held + spread) / max(answers, 1)
 
 

@@ -760,7 +760,11 @@ def _model_cluster(name: str, files: Files, gw: GatewayConfig, policy: Policy, h
         },
         "type": "EDS",
         "eds_cluster_config": {"eds_config": _file_source(files.endpoints(name), files.directory)},
-        "connect_timeout": _duration(gw.connect_timeout_s),
+        # Envoy's per-try timeout starts once a connection is had, so a host that swallows SYNs
+        # (blackholed, partitioned) would hold each attempt for the whole connect timeout; an
+        # attempt, connect included, takes at most the floor of the attempt timeout there, as it
+        # does on the Python plane.
+        "connect_timeout": _duration(min(gw.connect_timeout_s, gw.attempt_timeout_floor_s)),
         "load_balancing_policy": {"policies": [_balancer(policy)]},
         "outlier_detection": _outlier_detection(gw),
         "circuit_breakers": _circuit_breakers(name, gw, hosts),

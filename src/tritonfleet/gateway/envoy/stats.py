@@ -13,7 +13,7 @@ gateway's own metrics of the same names:
     tritonfleet_gateway_retries                             requests sent again to another node
 
 Every reading also goes to the grey-failure judges (outliers.py, through `observer`): each model
-cluster's hosts as Envoy counts them (read four times a second: their latency is estimated from
+cluster's hosts as Envoy counts them (read eight times a second: their latency is estimated from
 samples of their requests in flight), and, every second, each cluster's p99 over Envoy's last
 stats flush (`upstream_rq_time`).
 """
@@ -48,9 +48,11 @@ _STATS = (
     rf"|^vhost\.gateway\.route\.({'|'.join(FAST_ROUTES)})\.upstream_rq_\d{{3}}$"
     r"|^cluster\.grpc\..*\.grpc\.inference\.GRPCInferenceService\.ModelInfer\.\d+$"
     r"|^cluster\.(model|grpc)\..*\.upstream_rq_time$"
+    r"|^cluster\.(model|grpc)\..*\.upstream_rq_per_try_timeout$"
 )
 # Host samples a second (each a read of /clusters); the metrics and p99s are read every SAMPLES.
-SAMPLES = 4
+SAMPLES = 8
+PER_TRY_TIMEOUT = ".upstream_rq_per_try_timeout"
 _HTTP_ANSWER = re.compile(rf"vhost\.gateway\.route\.({'|'.join(FAST_ROUTES)})\.upstream_rq_(\d{{3}})")
 _GRPC_ANSWER = re.compile(r"cluster\.(grpc\..*)\.grpc\.inference\.GRPCInferenceService\.ModelInfer\.(\d+)")
 _GRPC_CODES = {code.value[0]: code.name for code in grpc.StatusCode}
@@ -106,6 +108,7 @@ class EnvoyStats:
         stats = (await self.admin.get("/stats", params={"format": "json", "filter": _STATS})).json()
         retries = 0
         p99s_ms: dict[str, float | None] = dict.fromkeys(clusters)
+        timed_out: set[str] = set()
         for stat in stats.get("stats", []):
             if "histograms" in stat:
                 _p99s(stat["histograms"], p99s_ms)
@@ -113,12 +116,20 @@ class EnvoyStats:
             name, value = stat["name"], int(stat.get("value", 0))
             if name.endswith(".upstream_rq_retry"):
                 retries += value
+            elif name.endswith(PER_TRY_TIMEOUT):
+                if self._grown((name,), value):
+                    timed_out.add(name.removeprefix("cluster.").removesuffix(PER_TRY_TIMEOUT))
             elif http := _HTTP_ANSWER.fullmatch(name):
                 self.metrics.requests.labels(http[1], http[2]).inc(self._grown((name,), value))
             elif answer := _GRPC_ANSWER.fullmatch(name):
                 code = _GRPC_CODES.get(int(answer[2]), answer[2])
                 self.metrics.requests.labels("grpc:ModelInfer", code).inc(self._grown((name,), value))
         self.metrics.retries.inc(self._grown(("retries",), retries))
+        # An interval in which attempts timed out measured the timeout, not the model: Envoy's
+        # upstream_rq_time counts the cut attempts too, and a hung node would raise the p99,
+        # hence the timeout, at every reading. Such a reading says nothing (None).
+        for cluster in timed_out & p99s_ms.keys():
+            p99s_ms[cluster] = None
         if self.observer is not None:
             self.observer.p99s(p99s_ms)
 
