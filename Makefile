@@ -45,9 +45,12 @@ node_modules/.bin/anvil: package.json
 up: install
 	$(BIN)/tritonfleet up
 
+# The container files are linted here; the Kubernetes manifests and the compose file are
+# rendered and validated by the suite (tests/deploy/), all with tools from the dev dependencies.
 lint: install
 	$(BIN)/ruff check src tests models bench
 	$(BIN)/mypy
+	$(BIN)/hadolint --config deploy/hadolint.yaml deploy/Containerfile deploy/Containerfile.node
 
 # The suite, then every benchmark scenario for a few seconds: CI proves the harness works.
 test: lint $(BENCH_TOOLS)

@@ -245,6 +245,28 @@ class ModelControlMode(StrEnum):
     NONE = "none"
 
 
+# `tritonserver` flags that the manager sets itself (node/options.py): given in node.triton_args
+# they would move Triton off the ports and addresses the cluster knows, or reopen its admin APIs.
+MANAGED_TRITON_FLAGS = (
+    "--model-repository",
+    "--http-port",
+    "--grpc-port",
+    "--metrics-port",
+    "--http-address",
+    "--grpc-address",
+    "--metrics-address",
+    "--model-control-mode",
+    "--load-model",
+    "--repository-poll-secs",
+    "--exit-timeout-secs",
+    "--http-restricted-api",
+    "--grpc-restricted-protocol",
+    "--allow-http",
+    "--allow-grpc",
+    "--allow-metrics",
+)
+
+
 class NodeConfig(Section):
     # Stable across restarts; empty means derived from the host name and the manager port.
     node_id: str = ""
@@ -281,6 +303,24 @@ class NodeConfig(Section):
     # Forwarding mode (requests through the manager): longest wait for Triton, largest body.
     request_timeout_s: float = 60.0
     max_body_bytes: int = 64 * 1024 * 1024
+    # The GPUs the started Triton may use, as CUDA_VISIBLE_DEVICES takes them ("0,1", or GPU
+    # UUIDs); empty: whatever the machine or container gives it. Also which GPUs heartbeats name.
+    gpus: str = ""
+    # More `tritonserver` flags, as they are written on its command line: memory pools
+    # ("--pinned-memory-pool-byte-size=268435456", "--cuda-memory-pool-byte-size=0:1073741824"),
+    # backend settings ("--backend-config=python,shm-default-byte-size=16777216"). From the
+    # environment as a JSON list: a backend setting holds commas.
+    triton_args: list[str] = []
+
+    @model_validator(mode="after")
+    def _triton_args_leave_the_managed_flags(self) -> NodeConfig:
+        for arg in self.triton_args:
+            flag = arg.partition("=")[0]
+            if not flag.startswith("--"):
+                raise ValueError(f"node.triton_args: {arg!r} is not a --flag=value")
+            if flag in MANAGED_TRITON_FLAGS:
+                raise ValueError(f"node.triton_args: {flag} is the manager's to set (node.* keys)")
+        return self
 
 
 class Settlement(StrEnum):

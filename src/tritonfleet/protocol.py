@@ -26,6 +26,19 @@ class ModelRef(BaseModel):
     sequence_idle_s: float = Field(default=0.0, ge=0)
 
 
+class GpuDevice(BaseModel):
+    """A GPU that the node's Triton may use, as `nvidia-smi` reports it when the manager starts
+    (node/gpus.py), so that placement and dashboards can tell one machine from another."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int = Field(ge=0)
+    # The model, as the driver names it ("NVIDIA H100 80GB HBM3").
+    name: str = Field(max_length=200)
+    memory_bytes: int = Field(ge=0)
+    uuid: str = Field(default="", max_length=200)
+
+
 class NodeState(StrEnum):
     """What the manager says of its own node."""
 
@@ -49,6 +62,8 @@ class Heartbeat(BaseModel):
     pending: int = Field(default=0, ge=0)
     capacity: int = Field(default=1, ge=1)
     state: NodeState = NodeState.STARTING
+    # Empty on a machine without NVIDIA GPUs, or where nvidia-smi could not say.
+    gpus: list[GpuDevice] = Field(default=[], max_length=256)
 
 
 class RegisterResponse(BaseModel):

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 
 import httpx
 
 from tritonfleet.config import FleetConfig
 from tritonfleet.net import trusting
-from tritonfleet.protocol import NodeList, NodeView
+from tritonfleet.protocol import GpuDevice, NodeList, NodeView
 
-COLUMNS = ("NODE", "ADDRESS", "STATE", "HEALTH", "MODELS", "IN-FLIGHT", "PENDING", "HEARTBEAT")
+COLUMNS = ("NODE", "ADDRESS", "STATE", "HEALTH", "MODELS", "GPUS", "IN-FLIGHT", "PENDING", "HEARTBEAT")
 
 
 def row(node: NodeView) -> tuple[str, ...]:
@@ -22,10 +23,18 @@ def row(node: NodeView) -> tuple[str, ...]:
         node.state.value,
         node.health.value,
         models,
+        gpus(node.gpus),
         str(node.in_flight),
         str(node.pending),
         f"{node.last_heartbeat_age_s:.1f}s ago",
     )
+
+
+def gpus(devices: list[GpuDevice]) -> str:
+    """`2x NVIDIA H100 80GB HBM3 (80 GiB)`, a group per model and memory; `-` for none."""
+    groups = Counter((gpu.name, gpu.memory_bytes) for gpu in devices)
+    parts = [f"{n}x {name} ({memory / (1 << 30):.0f} GiB)" for (name, memory), n in groups.items()]
+    return ", ".join(parts) or "-"
 
 
 def table(nodes: list[NodeView]) -> str:

@@ -14,5 +14,6 @@ observe.py     what Triton says (readiness, repository index, metrics), parsed
 registrar.py   HealthLink: registration and heartbeats to one health checker
 forward.py     forwarding mode: /v2/... relayed to Triton, in-flight requests counted
 endpoints.py   node id, advertised host, Triton ports and URLs
+gpus.py        the GPUs Triton may use, model and memory, read once from nvidia-smi
 state.py       the state transition function; backoff.py, metrics.py, errors.py
 """

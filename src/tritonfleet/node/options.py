@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,10 @@ class TritonOptions:
     log_path: Path | None = None
     # Puts Triton's admin APIs behind this key (tritonfleet.triton_admin); "" leaves them open.
     admin_key: str = field(default="", repr=False)
+    # CUDA_VISIBLE_DEVICES of the started Triton; "" leaves the manager's environment as it is.
+    gpus: str = ""
+    # More flags (node.triton_args), after the manager's own.
+    extra_args: tuple[str, ...] = ()
 
     @property
     def connect_host(self) -> str:
@@ -63,4 +68,11 @@ class TritonOptions:
             args += [f"--load-model={name}" for name in self.load_models]
         if self.admin_key:
             args += restricted_args(self.admin_key)
-        return args
+        return [*args, *self.extra_args]
+
+    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        """Triton's environment: `base` with the GPUs it may use, when they are set."""
+        env = dict(base)
+        if self.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = self.gpus
+        return env

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from collections.abc import Coroutine
 from typing import Any
@@ -26,6 +27,7 @@ from tritonfleet.node.backoff import Backoff
 from tritonfleet.node.dist import TritonDist, locate
 from tritonfleet.node.endpoints import TritonPorts, TritonUrls, public_host
 from tritonfleet.node.forward import InFlight, TritonRelay
+from tritonfleet.node.gpus import read_gpus, visible_devices
 from tritonfleet.node.metrics import NodeMetrics
 from tritonfleet.node.observe import TritonObserver
 from tritonfleet.node.options import TritonOptions
@@ -36,7 +38,7 @@ from tritonfleet.node.state import NodeEvent
 from tritonfleet.node.status import NodeStatus
 from tritonfleet.node.supervisor import TritonSupervisor, TritonWatcher
 from tritonfleet.node.triton import TritonProcess
-from tritonfleet.protocol import Heartbeat
+from tritonfleet.protocol import GpuDevice, Heartbeat
 from tritonfleet.proxy import aclose_session, new_session
 from tritonfleet.triton_admin import admin_key
 
@@ -61,6 +63,7 @@ class NodeManager:
         self.triton: TritonProcess | None = None
         self.server: HttpServer | None = None
         self.links: list[HealthLink] = []
+        self.gpus: list[GpuDevice] = []
         self.exit_code = 0
         self.stopping = asyncio.Event()
         self._client = httpx.AsyncClient()
@@ -83,6 +86,7 @@ class NodeManager:
         self.node_id = endpoints.node_id(self.node.node_id, socket.gethostname(), self.server.port)
         self.manager_url = http_url(public_host(self.node.advertise_host, self.node.host), self.server.port)
         self.triton = None if dist is None else self._make_triton(dist)
+        self.gpus = await read_gpus(visible_devices(self.node.gpus, os.environ))
         await self.server.start()
         log.info("manager listening", extra={"node_id": self.node_id, "manager_url": self.manager_url})
         self._spawn(self._tasks, self._keep_triton())
@@ -136,6 +140,7 @@ class NodeManager:
             pending=self.status.pending,
             capacity=self.node.capacity,
             state=self.status.state,
+            gpus=self.gpus,
         )
 
     def local_urls(self) -> TritonUrls:
@@ -163,6 +168,8 @@ class NodeManager:
             exit_timeout_s=min(node.drain_timeout_s, TRITON_EXIT_MAX_S),
             log_path=node.log_dir / f"tritonserver-{self.node_id}.log" if node.log_dir else None,
             admin_key=self._admin_key,
+            gpus=node.gpus,
+            extra_args=tuple(node.triton_args),
         )
         return TritonProcess(options, dist, self._observer.ready)
 

@@ -163,7 +163,7 @@ class TritonProcess:
             out.flush()
             self._proc = subprocess.Popen(
                 guarded,
-                env=self.dist.env(triton_environment(os.environ)),
+                env=self.dist.env(self.options.environment(triton_environment(os.environ))),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
