@@ -302,7 +302,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", default="overload,connections,faults", help="parts to run")
     parser.add_argument("--rate", type=float, default=100.0, help="requests/s of the faults' load")
     parser.add_argument("--fault-service-time-ms", type=float, default=5.0)
-    parser.add_argument("--steady-s", type=float, default=3.0)
+    # Long enough for the attempt timeouts to have left the cluster's cold start behind (Envoy
+    # follows the largest p99 of the last five seconds).
+    parser.add_argument("--steady-s", type=float, default=6.0)
     parser.add_argument("--fault-s", type=float, default=4.0)
     parser.add_argument("--after-s", type=float, default=1.0)
     parser.add_argument("--netem", action="store_true", help="also latency and loss (tc netem)")

@@ -6,13 +6,14 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests.fakes import FakeClock
 from tests.gateway.fakes import FakeScheduler, first_failure_ejector
 from tests.scheduler.fakes import node as node_view
 from tritonfleet.gateway.admission import Admission, Overloaded
 from tritonfleet.gateway.errors import DeadlineExceeded
 from tritonfleet.gateway.latency import MIN_ANSWERS, MIN_NODE_ANSWERS, AttemptTimeouts, LatencyOutliers
 from tritonfleet.gateway.metrics import GatewayMetrics
-from tritonfleet.gateway.routing import NodeRouting
+from tritonfleet.gateway.routing import Ejector, NodeRouting
 from tritonfleet.scheduler.client import Pick
 
 
@@ -51,9 +52,9 @@ def test_a_node_far_slower_than_its_peers_is_an_outlier_and_starts_over() -> Non
         outliers.observe("simple", "a", 0.002)
         outliers.observe("simple", "b", 0.002)
         verdicts.append(outliers.observe("simple", "slow", 0.200))
-    assert verdicts[-1] is True and not any(verdicts[:-1])
-    # Judged again only on the answers after its back-off.
-    assert outliers.observe("simple", "slow", 0.002) is False
+    assert verdicts[-1] is True and verdicts[:-1] == [None] * (MIN_NODE_ANSWERS - 1)
+    # Judged again only on the answers after its back-off: not at all for the first few.
+    assert outliers.observe("simple", "slow", 0.002) is None
 
 
 def test_alike_nodes_and_sub_millisecond_gaps_are_no_outliers() -> None:
@@ -156,6 +157,21 @@ async def test_a_node_slower_than_its_peers_is_ejected() -> None:
         if route.ejector.ejected():
             break
     assert route.ejector.ejected() == {"slow"}
+
+
+async def test_a_slow_node_back_from_its_back_off_is_ejected_for_longer() -> None:
+    clock = FakeClock()
+    route = grey_routing("a", "b", "slow")
+    route.ejector = Ejector(after_failures=1, base_s=1.0, max_s=60.0, clock=clock)
+    nodes = Nodes(a=0.0, b=0.0, slow=0.02)
+    backoffs = []
+    while len(backoffs) < 3:
+        await route.attempt("simple", None, time.monotonic() + 10, nodes)
+        if "slow" in route.ejector.ejected():
+            backoffs.append(route.ejector._records["slow"].until - clock())
+            clock.advance(backoffs[-1])
+    # Its first answers after each return prove nothing: the back-off doubles, never restarts.
+    assert backoffs == [1.0, 2.0, 4.0]
 
 
 async def test_beyond_the_gateway_limit_and_its_queue_requests_are_refused_at_once() -> None:

@@ -94,16 +94,20 @@ class LatencyOutliers:
         self.factor = factor
         self._nodes: dict[str, dict[str, _Answers]] = {}
 
-    def observe(self, model: str, node_id: str, seconds: float) -> bool:
-        """Record one answer; True when `node_id` is now an outlier for `model`. Its answers
-        then start over, so that after its back-off it is judged on its new ones only."""
+    def observe(self, model: str, node_id: str, seconds: float) -> bool | None:
+        """Record one answer: True when `node_id` is now an outlier for `model` (its answers
+        then start over, so that after its back-off it is judged on its new ones only); False
+        when it is not, or has no peer to be judged against; None while it has too few answers
+        since it started over to be judged either way."""
         nodes = self._nodes.setdefault(model, {})
         answers = nodes.get(node_id)
         if answers is None:
             answers = nodes[node_id] = _Answers()
         answers.add(seconds)
-        if self.factor <= 0 or len(answers.recent) < MIN_NODE_ANSWERS:
+        if self.factor <= 0:
             return False
+        if len(answers.recent) < MIN_NODE_ANSWERS:
+            return None
         peers = [
             peer.median_s
             for peer_id, peer in nodes.items()

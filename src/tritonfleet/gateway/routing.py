@@ -306,13 +306,16 @@ class NodeRouting:
     def _answered(self, model: str, attempt: _Attempt, seconds: float) -> None:
         if self.timeouts is not None:
             self.timeouts.observe(model, seconds)
-        slow = self.outliers is not None and self.outliers.observe(model, attempt.pick.node_id, seconds)
+        node_id = attempt.pick.node_id
+        slow = False if self.outliers is None else self.outliers.observe(model, node_id, seconds)
         if slow:
-            log.warning("node slow against its peers", extra={"node": attempt.pick.node_id, "model": model})
-            self.failed(attempt.pick.node_id)
-        elif not attempt.late:
+            log.warning("node slow against its peers", extra={"node": node_id, "model": model})
+            self.failed(node_id)
+        elif slow is False and not attempt.late:
             # A late answer is no success: the node still counts as failing (ejected or not).
-            self.ejector.succeeded(attempt.pick.node_id)
+            # Nor is one of the first few after a node came back, before it can be judged fast:
+            # a node slow for good would have its back-off start over at every return.
+            self.ejector.succeeded(node_id)
 
     @staticmethod
     def _release_answer(task: asyncio.Task[_Answer], discard: Callable[[_Answer], None] | None) -> None:
