@@ -24,9 +24,10 @@ class Recorder:
         self.p99s_ms.append(dict(p99s_ms))
 
 
-def admin(timeouts: list[int]) -> httpx.AsyncClient:
+def admin(timeouts: list[int], hedges: dict[int, int]) -> httpx.AsyncClient:
     """Envoy's admin for two model clusters, `simple` with per-try timeouts counted so far as
-    `timeouts` gives them, one reading after another."""
+    `timeouts` gives them, one reading after another; `latency` with retries (hedges) counted
+    so far: `hedges[timeouts]`."""
     readings = iter(timeouts)
 
     def stats() -> dict[str, Any]:
@@ -37,8 +38,13 @@ def admin(timeouts: list[int]) -> httpx.AsyncClient:
                 for m, p99 in (("simple", 260.0), ("latency", 21.0))
             ],
         }
-        counter = {"name": "cluster.model.simple.upstream_rq_per_try_timeout", "value": next(readings)}
-        return {"stats": [counter, {"histograms": histograms}]}
+        cut = next(readings)
+        counters = [
+            {"name": "cluster.model.simple.upstream_rq_per_try_timeout", "value": cut},
+            # A hedge (on a per-try timeout) counts as a retry.
+            {"name": "cluster.model.latency.upstream_rq_retry", "value": hedges.get(cut, 0)},
+        ]
+        return {"stats": [*counters, {"histograms": histograms}]}
 
     def answer(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/clusters":
@@ -53,12 +59,17 @@ async def test_an_interval_with_cut_attempts_gives_no_p99_for_that_cluster() -> 
     """A hung node's cut attempts are in Envoy's upstream_rq_time: read as the model's pace,
     they would raise the attempt timeout at every reading."""
     recorder = Recorder()
-    async with admin([0, 3, 3]) as client:
+    async with admin([0, 3, 3, 3, 5, 5, 5], hedges={5: 2}) as client:
         stats = EnvoyStats(client, GatewayMetrics(CollectorRegistry()), lambda host: None, recorder)
-        for _ in range(3):
+        for _ in range(7):
             await stats.refresh()
+    # The reading after the cut attempts too: Envoy's histogram interval ends at its own flush.
     assert recorder.p99s_ms == [
         {"model.simple": 260.0, "model.latency": 21.0},
         {"model.simple": None, "model.latency": 21.0},
+        {"model.simple": None, "model.latency": 21.0},
+        {"model.simple": 260.0, "model.latency": 21.0},
+        {"model.simple": None, "model.latency": None},
+        {"model.simple": None, "model.latency": None},
         {"model.simple": 260.0, "model.latency": 21.0},
     ]

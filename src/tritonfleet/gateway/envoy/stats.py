@@ -53,6 +53,7 @@ _STATS = (
 # Host samples a second (each a read of /clusters); the metrics and p99s are read every SAMPLES.
 SAMPLES = 8
 PER_TRY_TIMEOUT = ".upstream_rq_per_try_timeout"
+RETRY = ".upstream_rq_retry"
 _HTTP_ANSWER = re.compile(rf"vhost\.gateway\.route\.({'|'.join(FAST_ROUTES)})\.upstream_rq_(\d{{3}})")
 _GRPC_ANSWER = re.compile(r"cluster\.(grpc\..*)\.grpc\.inference\.GRPCInferenceService\.ModelInfer\.(\d+)")
 _GRPC_CODES = {code.value[0]: code.name for code in grpc.StatusCode}
@@ -79,6 +80,8 @@ class EnvoyStats:
         self.node_of = node_of
         self.observer = observer
         self._seen: dict[tuple[str, ...], int] = {}
+        # The clusters whose attempts timed out in the interval before the last reading.
+        self._timed_out_before: set[str] = set()
         # The nodes in Envoy's model clusters at the last reading, healthy or not.
         self.routed: set[str] = set()
 
@@ -114,11 +117,10 @@ class EnvoyStats:
                 _p99s(stat["histograms"], p99s_ms)
                 continue
             name, value = stat["name"], int(stat.get("value", 0))
-            if name.endswith(".upstream_rq_retry"):
+            if name.endswith(RETRY):
                 retries += value
-            elif name.endswith(PER_TRY_TIMEOUT):
-                if self._grown((name,), value):
-                    timed_out.add(name.removeprefix("cluster.").removesuffix(PER_TRY_TIMEOUT))
+            if name.endswith((RETRY, PER_TRY_TIMEOUT)) and self._grown(("taint", name), value):
+                timed_out.add(name.removeprefix("cluster.").rpartition(".")[0])
             elif http := _HTTP_ANSWER.fullmatch(name):
                 self.metrics.requests.labels(http[1], http[2]).inc(self._grown((name,), value))
             elif answer := _GRPC_ANSWER.fullmatch(name):
@@ -127,9 +129,14 @@ class EnvoyStats:
         self.metrics.retries.inc(self._grown(("retries",), retries))
         # An interval in which attempts timed out measured the timeout, not the model: Envoy's
         # upstream_rq_time counts the cut attempts too, and a hung node would raise the p99,
-        # hence the timeout, at every reading. Such a reading says nothing (None).
-        for cluster in timed_out & p99s_ms.keys():
+        # hence the timeout, at every reading (0.25 s, 0.78, 2.4 in three seconds). A hedge on
+        # a per-try timeout counts as a retry, not as a per-try timeout, so a retry taints the
+        # interval too (a refused connection's as well: that interval is skipped, no harm). Such
+        # a reading says nothing (None); nor does the next, since Envoy's histogram intervals
+        # end at its own stats flush, not at this read.
+        for cluster in (timed_out | self._timed_out_before) & p99s_ms.keys():
             p99s_ms[cluster] = None
+        self._timed_out_before = timed_out
         if self.observer is not None:
             self.observer.p99s(p99s_ms)
 
