@@ -64,7 +64,7 @@ $(BENCH_TOOLS): | $(STAMP)
 		|| (apt-get update && apt-get install -y wrk nginx iproute2)
 	touch $@
 
-# Every scenario with its full settings, then docs/benchmarks.md; about 16 minutes on 2 cores.
+# Every scenario with its full settings, then docs/benchmarks.md; about 21 minutes on 2 cores.
 bench: install $(BENCH_TOOLS)
 	$(BIN)/python -m bench.overhead --duration-s 3 --rounds 3
 	$(BIN)/python -m bench.scaleout --duration-s 4 --rounds 3

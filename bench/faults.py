@@ -294,7 +294,7 @@ def faults(tmp: Path, plane: str, args: argparse.Namespace) -> dict[str, Any]:
         fleet = NetnsCluster(network, base, tmp / plane / "state", repositories)
         start(fleet, stack)
         print(f"  [{plane}] {args.rate:g} requests/s open loop; faults on {VICTIM}", flush=True)
-        kinds = [*FAULTS, *(["netem"] if args.netem else [])]
+        kinds = [*args.faults.split(","), *(["netem"] if args.netem else [])]
         return {fault: asyncio.run(one_fault(fleet, fault, args)) for fault in kinds}
 
 
@@ -308,6 +308,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fault-s", type=float, default=4.0)
     parser.add_argument("--after-s", type=float, default=1.0)
     parser.add_argument("--netem", action="store_true", help="also latency and loss (tc netem)")
+    parser.add_argument("--faults", default=",".join(FAULTS), help="which faults, in this order")
     parser.add_argument("--data-plane", default="python,envoy")
     parser.add_argument("--service-time-ms", type=float, default=20.0)
     parser.add_argument("--overload-s", type=float, default=10.0)

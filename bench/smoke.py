@@ -28,7 +28,7 @@ SMOKE = (
     ("paid", ["--duration-s", "1", "--rounds", "1"]),
     ("grpc_overhead", ["--duration-s", "1", "--rounds", "1"]),
     ("generate", ["--smoke"]),
-    ("faults", ["--smoke"]),
+    ("faults", ["--smoke", "--faults", "pause,sigkill"]),
 )
 
 
