@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,11 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.cluster import DATA_PLANES, cluster, simple_body
+from tests.e2e.cluster import DATA_PLANES, cluster
+from tests.e2e.load import Load
 from tritonfleet.health.status import data_plane
 from tritonfleet.up.cluster import LocalCluster
-
-SIMPLE = simple_body(2)
 
 
 @pytest.fixture(scope="module", params=DATA_PLANES)
@@ -31,38 +29,6 @@ def fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         yield local
     finally:
         local.stop()
-
-
-class Load:
-    """Clients sending requests back to back until stopped, recording every answer."""
-
-    def __init__(self, url: str, clients: int = 4) -> None:
-        self.url = url
-        self.stopping = threading.Event()
-        self.answers: list[tuple[int, str]] = []
-        self.threads = [threading.Thread(target=self._run) for _ in range(clients)]
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=10) as client:
-            while not self.stopping.is_set():
-                try:
-                    answer = client.post(f"{self.url}/v2/models/simple/infer", json=SIMPLE)
-                    self.answers.append((answer.status_code, answer.headers.get("X-Tritonfleet-Node", "")))
-                except httpx.HTTPError as exc:
-                    self.answers.append((0, repr(exc)))
-
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join()
-
-    def since(self, mark: int) -> list[tuple[int, str]]:
-        return self.answers[mark:]
 
 
 def triton_url(fleet: LocalCluster, node_id: str) -> str:

@@ -17,7 +17,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from tests.e2e.cluster import DATA_PLANES, fleet_config, repository, simple_body
-from tests.e2e.test_faults import Load
+from tests.e2e.load import Load
 from tritonfleet.netns import faults
 from tritonfleet.netns.cluster import NetnsCluster
 from tritonfleet.netns.hosts import (

@@ -21,7 +21,6 @@ stats flush (`upstream_rq_time`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -88,8 +87,13 @@ class EnvoyStats:
     async def run(self, interval_s: float = 1.0) -> None:
         reading = 0
         while True:
-            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
+            try:
                 await self.refresh(stats=reading % SAMPLES == 0)
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                pass  # Envoy restarting, or a reading of resources as they change: the next one
+            except Exception:
+                # Never the end of the readings: the fast path's metrics and judges live on them.
+                log.exception("reading Envoy's statistics failed; reading on")
             reading += 1
             await asyncio.sleep(interval_s / SAMPLES)
 
