@@ -167,9 +167,12 @@ async def test_a_slow_node_back_from_its_back_off_is_ejected_for_longer() -> Non
     backoffs = []
     while len(backoffs) < 3:
         await route.attempt("simple", None, time.monotonic() + 10, nodes)
-        if "slow" in route.ejector.ejected():
-            backoffs.append(route.ejector._records["slow"].until - clock())
-            clock.advance(backoffs[-1])
+        out_s = 0.0
+        while "slow" in route.ejector.ejected():
+            clock.advance(0.5)
+            out_s += 0.5
+        if out_s:
+            backoffs.append(out_s)
     # Its first answers after each return prove nothing: the back-off doubles, never restarts.
     assert backoffs == [1.0, 2.0, 4.0]
 

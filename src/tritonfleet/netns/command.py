@@ -11,7 +11,6 @@ import argparse
 import json
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -56,10 +55,8 @@ def run_until_interrupted(cluster: NetnsCluster) -> int:
         cluster.start()
         write_hosts(cluster, STATE_DIR / HOSTS_FILE)
         print(banner(cluster), flush=True)
-        while not (dead := cluster.died()):
-            cluster.tend()
-            time.sleep(0.5)
-        print(f"{dead[0].name} exited; its log ends:\n{dead[0].tail()}", file=sys.stderr)
+        dead = cluster.tend_until_one_dies()
+        print(f"{dead.name} exited; its log ends:\n{dead.tail()}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0

@@ -216,6 +216,14 @@ class LocalCluster:
             bound_log(proc.log_path)
         return self.supervisor.tend()
 
+    def tend_until_one_dies(self) -> ServiceProcess:
+        """Tend the cluster (`tend`, twice a second) until a service that is not restarted dies;
+        that one."""
+        while not (dead := self.died()):
+            self.tend()
+            time.sleep(0.5)
+        return dead[0]
+
     def _service(self, command: str) -> ServiceProcess:
         argv = [sys.executable, "-m", "tritonfleet", command]
         return ServiceProcess(command, argv, self.env, self.state_dir / "logs" / f"{command}.log")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import time
 from pathlib import Path
 from types import FrameType
 
@@ -90,10 +89,8 @@ def serve(config: FleetConfig) -> int:
         if cluster.token_manager is not None and config.chain.dev:
             _, api_key = ensure_dev_key(STATE_DIR, cluster.token_manager_url)
         print(banner(cluster, api_key), flush=True)
-        while not (dead := cluster.died()):
-            cluster.tend()
-            time.sleep(0.5)
-        print(f"{dead[0].name} exited; its log ends:\n{dead[0].tail()}", file=sys.stderr)
+        dead = cluster.tend_until_one_dies()
+        print(f"{dead.name} exited; its log ends:\n{dead.tail()}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
